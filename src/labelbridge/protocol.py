@@ -1,0 +1,269 @@
+"""Label Studio's ML backend protocol as data: the one definition that server, connector and
+doctor share.
+
+Shapes follow what Label Studio 1.23.2 really sends (see shared/protocol captures): unknown
+keys are accepted and ignored, `project` arrives as `"<id>.<created_ts>"` (or an int, or a
+whole project object in webhooks), `extra_params` may be an object or a string.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = [
+    "DeleteRequest",
+    "DuplicateModelRequest",
+    "ErrorResponse",
+    "HealthResponse",
+    "JobState",
+    "JobStatusRequest",
+    "JobStatusResponse",
+    "PredictParams",
+    "PredictRequest",
+    "PredictResponse",
+    "PredictionValue",
+    "ResultItem",
+    "SetupRequest",
+    "SetupResponse",
+    "Task",
+    "TrainRequest",
+    "TrainResponse",
+    "ValidateRequest",
+    "ValidateResponse",
+    "VersionInfo",
+    "VersionsResponse",
+    "WebhookEvent",
+    "WebhookResponse",
+    "parse_project_id",
+]
+
+ProjectRef = str | int | dict[str, Any] | None
+
+
+def parse_project_id(value: ProjectRef) -> str | None:
+    """The project's id from any form Label Studio sends: "1.1795540744", 1, or {"id": 1, ...}."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, dict):
+        inner = value.get("id")
+        return None if inner is None else parse_project_id(inner)
+    if isinstance(value, bool):
+        raise ValueError("project must be an id, not a boolean")
+    if isinstance(value, int):
+        return str(value)
+    text = str(value).strip()
+    head = text.split(".", 1)[0]
+    if not head or len(head) > 64 or not all(c.isalnum() or c in "-_" for c in head):
+        raise ValueError(f"project {text[:80]!r} is not a Label Studio project id")
+    return head
+
+
+class _In(BaseModel):
+    """Requests: unknown keys accepted and ignored, as Label Studio adds fields over versions."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class _Open(BaseModel):
+    """Objects that belong to the user (tasks, results): unknown keys kept."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+# --- health -------------------------------------------------------------------------------
+class HealthResponse(_Out):
+    status: Literal["UP"] = "UP"
+    model_class: str
+    model_state: Literal["loading", "ready", "failed"] = "ready"
+    model_error: str | None = None
+    queue: Literal["ok", "degraded"] = "ok"
+    queue_error: str | None = None
+    v2: bool = True
+
+
+# --- setup --------------------------------------------------------------------------------
+class SetupRequest(_In):
+    project: str | int | None = None
+    label_schema: str | None = Field(None, alias="schema")
+    hostname: str | None = None
+    access_token: str | None = None
+    model_version: str | None = None
+    extra_params: dict[str, Any] | str | None = None
+
+
+class SetupResponse(_Out):
+    model_version: str
+
+
+# --- predict ------------------------------------------------------------------------------
+class Task(_Open):
+    id: int | None = None
+    data: dict[str, Any]
+    annotations: list[dict[str, Any]] = Field(default_factory=list)
+    predictions: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class PredictParams(_Open):
+    login: str | None = None
+    password: str | None = None
+    context: dict[str, Any] | None = None
+
+
+class PredictRequest(_In):
+    tasks: list[dict[str, Any]]
+    project: str | int | None = None
+    label_config: str | None = None
+    model_version: str | None = None
+    params: PredictParams | None = None
+
+    @field_validator("tasks")
+    @classmethod
+    def _tasks_have_data(cls, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for index, task in enumerate(tasks):
+            if not isinstance(task.get("data"), dict):
+                raise ValueError(f"tasks[{index}].data must be an object")
+        return tasks
+
+
+class ResultItem(_Open):
+    id: str | None = None
+    from_name: str
+    to_name: str
+    type: str
+    value: dict[str, Any]
+    score: float | None = None
+
+    @field_validator("score")
+    @classmethod
+    def _finite(cls, score: float | None) -> float | None:
+        if score is not None and not math.isfinite(score):
+            raise ValueError("score must be a finite number")
+        return score
+
+
+class PredictionValue(_Open):
+    result: list[dict[str, Any]] = Field(default_factory=list)
+    score: float | None = None
+    model_version: str | None = None
+
+    @field_validator("score")
+    @classmethod
+    def _finite(cls, score: float | None) -> float | None:
+        if score is not None and not math.isfinite(score):
+            raise ValueError("score must be a finite number")
+        return score
+
+
+class PredictResponse(_Out):
+    results: list[dict[str, Any] | list[dict[str, Any]]]
+    model_version: str | None = None
+
+
+# --- training -----------------------------------------------------------------------------
+class WebhookEvent(_Open):
+    action: str
+    project: ProjectRef = None
+    annotation: dict[str, Any] | None = None
+    task: dict[str, Any] | None = None
+    annotations: list[dict[str, Any]] | None = None
+    tasks: list[dict[str, Any]] | None = None
+
+
+class WebhookResponse(_Out):
+    status: Literal["queued", "counted", "ignored"]
+    job: str | None = None
+    detail: str | None = None
+
+
+class TrainRequest(_In):
+    annotations: list[dict[str, Any]] = Field(default_factory=list)
+    project: ProjectRef = None
+    label_config: str | None = None
+    params: dict[str, Any] | None = None
+
+
+class TrainResponse(_Out):
+    job: str
+    status: str = "queued"
+
+
+class JobState(str, Enum):
+    """A job's lifecycle: queued -> started -> finished | failed; queued -> canceled."""
+
+    queued = "queued"
+    started = "started"
+    finished = "finished"
+    failed = "failed"
+    canceled = "canceled"
+
+    @property
+    def done(self) -> bool:
+        return self in (JobState.finished, JobState.failed, JobState.canceled)
+
+
+class JobStatusRequest(_In):
+    job: str
+
+
+class JobStatusResponse(_Out):
+    job: str
+    job_status: JobState
+    kind: str = "train"
+    project: str | None = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    model_version: str | None = None
+    error: str | None = None
+    traceback: str | None = None
+    progress: dict[str, Any] | None = None
+    result: dict[str, Any] | None = None
+
+
+# --- versions, duplicate, delete, validate ------------------------------------------------
+class VersionInfo(_Out):
+    version: str
+    project: str
+    created_at: datetime
+    current: bool = False
+    metrics: dict[str, Any] = Field(default_factory=dict)
+
+
+class VersionsResponse(_Out):
+    versions: list[str]
+    details: list[VersionInfo] = Field(default_factory=list)
+
+
+class DuplicateModelRequest(_In):
+    project_src: str | int
+    project_dst: str | int
+
+
+class DeleteRequest(_In):
+    project: str | int
+
+
+class ValidateRequest(_In):
+    config: str
+
+
+class ValidateResponse(_Out):
+    status: Literal["ok"] = "ok"
+    controls: list[str] = Field(default_factory=list)
+
+
+class ErrorResponse(_Out):
+    error: str
+    detail: str
+    field: str | None = None
+    fix: str | None = None
+    traceback: str | None = None

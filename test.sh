@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The test command: sets up .venv, makes sure Redis runs, then lint, types and the test suite.
+set -euo pipefail
+cd "$(dirname "$0")"
+scripts/bootstrap.sh dev
+scripts/ensure_redis.sh
+.venv/bin/ruff check src tests examples
+.venv/bin/ruff format --check src tests examples
+.venv/bin/mypy
+exec .venv/bin/pytest -q "$@"
