@@ -1,3 +1,46 @@
-"""labelbridge: connect machine-learning models to Label Studio."""
+"""labelbridge: connect machine-learning models to Label Studio.
+
+Subclass `Model`, run `labelbridge start ./my_backend`, add http://localhost:9090 to a Label
+Studio project. See the README for the rest.
+"""
+
+from __future__ import annotations
 
 __version__ = "0.1.0"
+
+from labelbridge.errors import (
+    AssetError,
+    BackendError,
+    BackendTimeout,
+    BackendUnreachable,
+    InvalidLabelConfig,
+    InvalidPrediction,
+    LabelBridgeError,
+    ModelError,
+    TooFewAnnotations,
+)
+from labelbridge.label_config import LabelConfig
+from labelbridge.model import Model, PredictContext, TrainingData
+from labelbridge.protocol import PredictionValue, ResultItem
+from labelbridge.settings import ConnectorSettings, Settings
+
+__all__ = [
+    "AssetError",
+    "BackendError",
+    "BackendTimeout",
+    "BackendUnreachable",
+    "ConnectorSettings",
+    "InvalidLabelConfig",
+    "InvalidPrediction",
+    "LabelBridgeError",
+    "LabelConfig",
+    "Model",
+    "ModelError",
+    "PredictContext",
+    "PredictionValue",
+    "ResultItem",
+    "Settings",
+    "TooFewAnnotations",
+    "TrainingData",
+    "__version__",
+]

@@ -1,0 +1,479 @@
+"""`Backend`: what every route does, independent of HTTP.
+
+The model object is built and `setup()` once per process, in a background thread, so /health
+and /setup answer at once whatever the model's load time. Per-project state from /setup is
+cached in memory and persisted in the model store; loaded versions are cached per
+(project, version). Training goes to the job queue: nothing here blocks on a model's fit().
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from collections import OrderedDict
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from labelbridge.errors import (
+    BadRequest,
+    CorruptModelVersion,
+    InvalidPrediction,
+    LabelBridgeError,
+    ModelError,
+    ModelNotReady,
+    PayloadTooLarge,
+    UnknownProject,
+)
+from labelbridge.jobs import JobQueue, JobSpec, open_queue
+from labelbridge.label_config import LabelConfig
+from labelbridge.metrics import Metrics
+from labelbridge.model import Model, PredictContext
+from labelbridge.protocol import (
+    DeleteRequest,
+    DuplicateModelRequest,
+    HealthResponse,
+    JobStatusResponse,
+    PredictRequest,
+    SetupRequest,
+    SetupResponse,
+    TrainRequest,
+    TrainResponse,
+    ValidateRequest,
+    ValidateResponse,
+    VersionInfo,
+    VersionsResponse,
+    WebhookEvent,
+    WebhookResponse,
+    parse_project_id,
+)
+from labelbridge.settings import Settings, TrainPolicy
+from labelbridge.store import ModelStore, ProjectRecord, open_store
+from labelbridge.validation import split_valid
+
+__all__ = ["Backend"]
+
+log = logging.getLogger("labelbridge.server")
+
+ANNOTATION_EVENTS = frozenset(
+    {"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED", "ANNOTATION_DELETED"}
+)
+TRAIN_EVENTS = frozenset({"START_TRAINING"})
+
+
+def _project_or_error(value: Any, field: str = "project") -> str:
+    try:
+        project = parse_project_id(value)
+    except ValueError as exc:
+        raise BadRequest(str(exc), field=field) from exc
+    if project is None:
+        raise BadRequest(f"{field} is required", field=field)
+    return project
+
+
+class Backend:
+    """One model class served for any number of Label Studio projects."""
+
+    def __init__(
+        self,
+        model_cls: type[Model],
+        settings: Settings,
+        *,
+        model_ref: str,
+        backend_dir: Path | None = None,
+        store: ModelStore | None = None,
+        queue: JobQueue | None = None,
+    ) -> None:
+        self.model_cls = model_cls
+        self.settings = settings
+        self.model_ref = model_ref
+        self.backend_dir = backend_dir
+        self.store: ModelStore = store or open_store(settings, backend_dir)
+        self.queue: JobQueue = queue or open_queue(settings, backend_dir)
+        self.metrics = Metrics()
+        self.model: Model | None = None
+        self.model_state = "loading"
+        self.model_error: str | None = None
+        self.load_seconds: float | None = None
+        self._ready = threading.Event()
+        self._lock = threading.Lock()
+        self._records: dict[str, ProjectRecord] = {}
+        self._states: OrderedDict[tuple[str, str], Any] = OrderedDict()
+        self._state_lock = threading.Lock()
+        self._annotation_events: dict[str, int] = {}
+        self._started = False
+
+    # --- lifecycle ----------------------------------------------------------------------
+    def start(self, *, wait: bool = False) -> None:
+        """Load the model in the background (or wait for it), start the job queue."""
+        if self._started:
+            return
+        self._started = True
+        try:
+            self.queue.start()
+        except LabelBridgeError as exc:
+            log.error("job queue unavailable: %s", exc)
+        thread = threading.Thread(target=self._load_model, name="labelbridge-model-load", daemon=True)
+        thread.start()
+        if wait:
+            self._ready.wait()
+
+    def close(self) -> None:
+        self.queue.close()
+
+    def _load_model(self) -> None:
+        began = time.perf_counter()
+        try:
+            model = self.model_cls(self.settings)
+            model.setup()
+        except Exception as exc:
+            self.model_error = f"{type(exc).__name__}: {exc}"
+            self.model_state = "failed"
+            log.exception("model setup failed")
+        else:
+            self.model = model
+            self.model_state = "ready"
+        finally:
+            self.load_seconds = time.perf_counter() - began
+            self.metrics.set("labelbridge_model_load_seconds", "Time setup() took.", self.load_seconds)
+            self._ready.set()
+            log.info("model %s %s in %.2f s", self.model_cls.__name__, self.model_state, self.load_seconds)
+
+    def wait_ready(self, timeout: float | None = None) -> Model:
+        if not self._ready.wait(self.settings.model_load_wait if timeout is None else timeout):
+            raise ModelNotReady(
+                f"the model is still loading ({self.settings.model_load_wait:g} s waited)",
+                fix="wait for /health to report model_state 'ready'; raise MODEL_LOAD_WAIT",
+            )
+        if self.model is None:
+            raise ModelNotReady(f"the model failed to load: {self.model_error}", fix="see the log")
+        return self.model
+
+    # --- health, setup ------------------------------------------------------------------
+    def health(self) -> HealthResponse:
+        ok, reason = self.queue.health()
+        return HealthResponse(
+            model_class=self.model_cls.__name__,
+            model_state=self.model_state,  # type: ignore[arg-type]
+            model_error=self.model_error,
+            queue="ok" if ok else "degraded",
+            queue_error=reason,
+        )
+
+    def _record(self, project: str) -> ProjectRecord | None:
+        record = self._records.get(project)
+        if record is None:
+            record = self.store.get_project(project)
+            if record is not None:
+                self._records[project] = record
+        return record
+
+    def _config(self, text: str, field: str) -> LabelConfig:
+        if len(text.encode("utf-8", "surrogatepass")) > self.settings.max_label_config_bytes:
+            raise PayloadTooLarge(
+                f"{field} is larger than {self.settings.max_label_config_bytes} bytes",
+                field=field,
+                fix="raise MAX_LABEL_CONFIG_BYTES",
+            )
+        return LabelConfig.parse(text, max_bytes=self.settings.max_label_config_bytes)
+
+    def current_version(self, project: str) -> str:
+        return self.store.current_name(project) or f"{self.model_cls.version_prefix()}-v0"
+
+    def setup(self, request: SetupRequest) -> SetupResponse:
+        project = _project_or_error(request.project)
+        record = self._record(project)
+        schema = request.label_schema or (record.label_config if record else None)
+        if not schema:
+            raise BadRequest("schema (the labeling config) is required", field="schema")
+        self._config(schema, "schema")
+        changed = (
+            record is None
+            or record.label_config != schema
+            or record.label_studio_url != request.hostname
+            or record.access_token != request.access_token
+            or record.extra_params != request.extra_params
+        )
+        if changed:
+            record = ProjectRecord(
+                project=project,
+                label_config=schema,
+                label_studio_url=request.hostname or (record.label_studio_url if record else None),
+                access_token=request.access_token or (record.access_token if record else None),
+                extra_params=request.extra_params,
+                updated_at=datetime.now(timezone.utc),
+                kv=record.kv if record else {},
+            )
+            with self._lock:
+                self.store.put_project(record)
+                self._records[project] = record
+        version = self.current_version(project)
+        if self._ready.is_set() and self.model is not None:
+            threading.Thread(target=self._preload, args=(project,), daemon=True).start()
+        return SetupResponse(model_version=version)
+
+    def _preload(self, project: str) -> None:
+        try:
+            self._state_for(project)
+        except Exception:  # reported when predict() needs it
+            log.debug("preloading %s failed", project, exc_info=True)
+
+    # --- predict ------------------------------------------------------------------------
+    def _state_for(self, project: str) -> tuple[str, Any]:
+        """The newest version that loads, and its state; a corrupt version is skipped."""
+        model = self.wait_ready()
+        current = self.store.current_name(project)
+        if current is None:
+            return f"{self.model_cls.version_prefix()}-v0", None
+        key = (project, current)
+        with self._state_lock:
+            cached = self._states.get(key)
+            if cached is not None:
+                self._states.move_to_end(key)
+                return cached  # type: ignore[no-any-return]
+        older = [m.version for m in self.store.versions(project) if m.version != current]
+        for version in [current, *older]:
+            try:
+                state = model.load(self.store.open_version(project, version))
+            except CorruptModelVersion as exc:
+                log.error("refusing version %s of project %s: %s", version, project, exc)
+                self.metrics.inc("labelbridge_corrupt_versions_total", "Versions refused on load.")
+                continue
+            entry = (version, state)
+            with self._state_lock:
+                self._states[key] = entry
+                while len(self._states) > 16:
+                    self._states.popitem(last=False)
+            return entry
+        return f"{self.model_cls.version_prefix()}-v0", None
+
+    def predict(self, request: PredictRequest) -> dict[str, Any]:
+        tasks = request.tasks
+        if len(tasks) > self.settings.max_tasks_per_request:
+            raise PayloadTooLarge(
+                f"{len(tasks)} tasks in one request; the limit is {self.settings.max_tasks_per_request}",
+                field="tasks",
+                fix="send fewer tasks per request (labelbridge prelabel batches them), or raise MAX_TASKS_PER_REQUEST",
+            )
+        project = parse_project_id(request.project) if request.project not in (None, "") else None
+        if project is None and tasks and isinstance(tasks[0].get("project"), int):
+            project = str(tasks[0]["project"])
+        record = self._record(project) if project else None
+        config_text = request.label_config or (record.label_config if record else None)
+        if not config_text:
+            raise UnknownProject(
+                f"project {project} was never set up and the request has no label_config",
+                field="project",
+                fix="call /setup first (Label Studio does when the backend is added)",
+            )
+        config = self._config(config_text, "label_config")
+        project = project or f"config-{config.hash[:12]}"
+        model = self.wait_ready()
+        version, state = self._state_for(project)
+        params = request.params.model_dump() if request.params else {}
+        context = PredictContext(
+            project=project,
+            label_config=config,
+            model_version=version,
+            state=state,
+            interactive=params.get("context"),
+            params=params,
+            label_studio_url=self.settings.label_studio_url or (record.label_studio_url if record else None),
+            access_token=(
+                self.settings.label_studio_api_key.get_secret_value()
+                if self.settings.label_studio_api_key
+                else (record.access_token if record else None)
+            ),
+            _settings=self.settings,
+        )
+        began = time.perf_counter()
+        try:
+            raw = model.predict(tasks, context)
+        except LabelBridgeError:
+            raise
+        except Exception as exc:
+            log.exception("predict() raised for project %s", project)
+            raise ModelError(
+                f"predict() raised {type(exc).__name__}: {exc}",
+                traceback=traceback.format_exc() if self.settings.debug else None,
+            ) from exc
+        self.metrics.observe("labelbridge_predict_seconds", "Time in the model's predict().", time.perf_counter() - began)
+        predictions = self._normalize(raw, len(tasks), version)
+        task_ids = [task.get("id") for task in tasks]
+        clean, problems = split_valid(config, predictions, task_ids)
+        if problems:
+            self.metrics.inc(
+                "labelbridge_invalid_results_total", "Predicted results dropped as invalid.", len(problems)
+            )
+            if self.settings.debug:
+                lines = [str(p) for p in problems[:20]]
+                raise InvalidPrediction(
+                    f"{len(problems)} predicted result(s) do not match the labeling config: " + "; ".join(lines),
+                    problems=lines,
+                )
+            for problem in problems[:20]:
+                log.warning("dropped invalid prediction: %s", problem)
+        self.metrics.inc("labelbridge_predictions_total", "Tasks predicted.", len(tasks))
+        return {"results": clean, "model_version": version}
+
+    def _normalize(self, raw: Any, count: int, version: str) -> list[Any]:
+        if raw is None or isinstance(raw, (str, bytes, dict)) or not isinstance(raw, Sequence):
+            if hasattr(raw, "predictions"):  # the SDK's ModelResponse
+                raw = raw.predictions
+            else:
+                raise ModelError(
+                    f"predict() must return a list with one entry per task, got {type(raw).__name__}"
+                )
+        if len(raw) != count:
+            raise ModelError(f"predict() returned {len(raw)} predictions for {count} tasks")
+        return [self._one(item, version) for item in raw]
+
+    def _one(self, item: Any, version: str) -> Any:
+        if item is None:
+            return {"result": [], "score": None, "model_version": version}
+        if isinstance(item, BaseModel):
+            item = item.model_dump(exclude_none=True)
+        if isinstance(item, dict):
+            if "result" not in item and "from_name" in item:
+                item = {"result": [item]}
+            prediction = dict(item)
+        elif isinstance(item, (list, tuple)):
+            if item and all(isinstance(x, dict) and "result" in x for x in item):
+                return [self._one(x, version) for x in item]
+            prediction = {"result": [x.model_dump(exclude_none=True) if isinstance(x, BaseModel) else x for x in item]}
+        else:
+            raise ModelError(f"predict() returned a {type(item).__name__} for a task; expected a dict or list")
+        prediction.setdefault("model_version", version)
+        if prediction.get("model_version") is None:
+            prediction["model_version"] = version
+        if prediction.get("score") is None:
+            scores = [
+                r["score"]
+                for r in prediction.get("result") or ()
+                if isinstance(r, dict) and isinstance(r.get("score"), (int, float)) and not isinstance(r.get("score"), bool)
+            ]
+            prediction["score"] = sum(scores) / len(scores) if scores else None
+        return prediction
+
+    # --- training -----------------------------------------------------------------------
+    def _spec(self, project: str, event: str, **extra: Any) -> JobSpec:
+        return JobSpec(project=project, event=event, model_ref=self.model_ref, **extra)
+
+    def webhook(self, event: WebhookEvent, *, authenticated: bool = True) -> WebhookResponse:
+        action = event.action.upper()
+        project_ref = event.project
+        if project_ref is None and event.annotation:
+            project_ref = event.annotation.get("project")
+        project = _project_or_error(project_ref) if project_ref is not None else None
+        if project is None:
+            return WebhookResponse(status="ignored", detail=f"{action}: no project in the event")
+        if authenticated and isinstance(event.project, dict) and event.project.get("label_config"):
+            self._remember_config(project, str(event.project["label_config"]))
+        if action in TRAIN_EVENTS:
+            record = self.queue.submit(self._spec(project, action))
+            return WebhookResponse(status="queued", job=record.id)
+        if action not in ANNOTATION_EVENTS:
+            return WebhookResponse(status="ignored", detail=f"{action} does not trigger training")
+        policy = self.settings.train_on_annotations
+        if policy is TrainPolicy.off:
+            return WebhookResponse(status="ignored", detail="TRAIN_ON_ANNOTATIONS is off")
+        if policy is TrainPolicy.every:
+            with self._lock:
+                seen = self._annotation_events.get(project, 0) + 1
+                self._annotation_events[project] = seen
+            if seen % self.settings.train_every_n:
+                return WebhookResponse(
+                    status="counted", detail=f"{seen % self.settings.train_every_n}/{self.settings.train_every_n}"
+                )
+            record = self.queue.submit(self._spec(project, action))
+            return WebhookResponse(status="queued", job=record.id)
+        record = self.queue.submit(self._spec(project, action), delay=self.settings.train_debounce_seconds)
+        return WebhookResponse(status="queued", job=record.id)
+
+    def _remember_config(self, project: str, label_config: str) -> None:
+        record = self._record(project)
+        if record is not None and record.label_config == label_config:
+            return
+        try:
+            self._config(label_config, "project.label_config")
+        except LabelBridgeError:
+            return
+        updated = (record or ProjectRecord(project=project)).model_copy(
+            update={"label_config": label_config, "updated_at": datetime.now(timezone.utc)}
+        )
+        with self._lock:
+            self.store.put_project(updated)
+            self._records[project] = updated
+
+    def train(self, request: TrainRequest) -> TrainResponse:
+        project = _project_or_error(request.project)
+        if request.label_config:
+            self._config(request.label_config, "label_config")
+            self._remember_config(project, request.label_config)
+        elif self._record(project) is None:
+            raise UnknownProject(f"project {project} was never set up", field="project", fix="call /setup first")
+        record = self.queue.submit(
+            self._spec(
+                project,
+                "TRAIN",
+                tasks=request.annotations or None,
+                label_config=request.label_config,
+                params=request.params or {},
+            )
+        )
+        return TrainResponse(job=record.id, status=record.state.value)
+
+    def job_status(self, job: str) -> JobStatusResponse:
+        return self.queue.get(job).to_status()
+
+    # --- versions and projects ----------------------------------------------------------
+    def versions(self, project: str | None = None) -> VersionsResponse:
+        projects = [_project_or_error(project)] if project else self.store.projects()
+        details: list[VersionInfo] = []
+        for pid in projects:
+            current = self.store.current_name(pid)
+            for meta in self.store.versions(pid):
+                details.append(
+                    VersionInfo(
+                        version=meta.version,
+                        project=pid,
+                        created_at=meta.created_at,
+                        current=meta.version == current,
+                        metrics=meta.metrics,
+                    )
+                )
+        details.sort(key=lambda d: d.created_at, reverse=True)
+        names = list(dict.fromkeys(d.version for d in details))
+        if not names and project:
+            names = [self.current_version(projects[0])]
+        return VersionsResponse(versions=names, details=details)
+
+    def duplicate_model(self, request: DuplicateModelRequest) -> dict[str, Any]:
+        src = _project_or_error(request.project_src, "project_src")
+        dst = _project_or_error(request.project_dst, "project_dst")
+        if self._record(src) is None and self.store.current_name(src) is None:
+            raise UnknownProject(f"project {src} has no model to duplicate", field="project_src")
+        self.store.duplicate(src, dst)
+        with self._lock:
+            self._records.pop(dst, None)
+        return {"status": "ok", "project": dst, "model_version": self.current_version(dst)}
+
+    def delete(self, request: DeleteRequest) -> dict[str, Any]:
+        project = _project_or_error(request.project)
+        if not self.store.delete(project):
+            raise UnknownProject(f"project {project} has no model", field="project")
+        with self._lock:
+            self._records.pop(project, None)
+        with self._state_lock:
+            for key in [k for k in self._states if k[0] == project]:
+                del self._states[key]
+        return {"status": "deleted", "project": project}
+
+    def validate(self, request: ValidateRequest) -> ValidateResponse:
+        config = self._config(request.config, "config")
+        return ValidateResponse(controls=sorted(config.controls))

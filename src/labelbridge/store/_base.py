@@ -1,0 +1,89 @@
+"""The model store interface: versions per project, published whole or not at all."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from pydantic import BaseModel, Field
+
+__all__ = ["ModelStore", "ProjectRecord", "VersionMeta"]
+
+
+class VersionMeta(BaseModel):
+    """What a published version is: its files' checksums, its metrics, what it came from."""
+
+    version: str
+    project: str
+    created_at: datetime
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    files: dict[str, str] = Field(default_factory=dict)  # relative path -> sha256
+    parent: str | None = None
+    event: str | None = None
+    job: str | None = None
+
+
+class ProjectRecord(BaseModel):
+    """A project as /setup described it. Persisted so jobs and restarts know it too."""
+
+    project: str
+    label_config: str | None = None
+    label_studio_url: str | None = None
+    access_token: str | None = None
+    extra_params: dict[str, Any] | str | None = None
+    updated_at: datetime | None = None
+    kv: dict[str, Any] = Field(default_factory=dict)
+
+
+@runtime_checkable
+class ModelStore(Protocol):
+    """Where versions live. Two implementations: a local (or shared) folder, and S3."""
+
+    def projects(self) -> list[str]: ...
+
+    def get_project(self, project: str) -> ProjectRecord | None: ...
+
+    def put_project(self, record: ProjectRecord) -> None: ...
+
+    def current(self, project: str) -> VersionMeta | None: ...
+
+    def current_name(self, project: str) -> str | None:
+        """The current version's name; cheap, as it is asked on every request."""
+        ...
+
+    def versions(self, project: str) -> list[VersionMeta]:
+        """Newest first."""
+        ...
+
+    def open_version(self, project: str, version: str) -> Path:
+        """A local folder with the version's files, checksums verified."""
+        ...
+
+    def new_version(
+        self,
+        project: str,
+        prefix: str,
+        *,
+        parent: str | None = None,
+        event: str | None = None,
+        job: str | None = None,
+    ) -> AbstractContextManager[Staging]: ...
+
+    def duplicate(self, src: str, dst: str) -> None: ...
+
+    def delete(self, project: str) -> bool: ...
+
+    def prune(self, project: str, keep: int) -> list[str]: ...
+
+
+class Staging(Protocol):
+    """A version being written: files go into `path`; `metrics` are saved on publish."""
+
+    path: Path
+    version: str
+    metrics: dict[str, Any]
+
+    def files(self) -> Iterator[Path]: ...

@@ -1,0 +1,275 @@
+"""A model store in a folder (local disk, or a shared volume for several machines).
+
+Layout: `<root>/projects/<id>/project.json`, `versions/<version>/` (files + `_meta.json`),
+`current` (the served version's name). A version is written into `.staging/`, checksummed,
+then renamed into place; `current` is replaced with an atomic rename. A reader therefore sees
+either the old version or the complete new one, never half a version.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from labelbridge.errors import CorruptModelVersion, StoreError, UnknownProject
+from labelbridge.store._base import ProjectRecord, VersionMeta
+
+__all__ = ["LocalModelStore"]
+
+_META = "_meta.json"
+_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+
+
+def _check_name(kind: str, value: str) -> str:
+    if not _SAFE.match(value) or ".." in value:
+        raise StoreError(f"{kind} {value[:80]!r} is not a valid name", field=kind)
+    return value
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@dataclass
+class _Staging:
+    path: Path
+    version: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def files(self) -> Iterator[Path]:
+        for item in sorted(self.path.rglob("*")):
+            if item.is_file() and item.name != _META:
+                yield item
+
+
+class LocalModelStore:
+    """Model versions in a folder; safe for several processes (file locks, atomic renames)."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+        (self.root / "projects").mkdir(parents=True, exist_ok=True)
+        self._current_cache: dict[str, tuple[int, str | None]] = {}
+
+    # --- paths and locks
+    def _dir(self, project: str) -> Path:
+        return self.root / "projects" / _check_name("project", project)
+
+    @contextlib.contextmanager
+    def _lock(self, project: str) -> Iterator[None]:
+        directory = self._dir(project)
+        directory.mkdir(parents=True, exist_ok=True)
+        with (directory / ".lock").open("a") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+    # --- projects
+    def projects(self) -> list[str]:
+        base = self.root / "projects"
+        return sorted(p.name for p in base.iterdir() if p.is_dir() and _SAFE.match(p.name))
+
+    def get_project(self, project: str) -> ProjectRecord | None:
+        path = self._dir(project) / "project.json"
+        try:
+            return ProjectRecord.model_validate_json(path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except ValueError as exc:
+            raise StoreError(f"project {project}: project.json is unreadable: {exc}") from exc
+
+    def put_project(self, record: ProjectRecord) -> None:
+        # mode 0600: the record holds the Label Studio token
+        _atomic_write(self._dir(record.project) / "project.json", record.model_dump_json(), 0o600)
+
+    # --- versions
+    def current_name(self, project: str) -> str | None:
+        path = self._dir(project) / "current"
+        try:
+            mtime = path.stat().st_mtime_ns
+        except FileNotFoundError:
+            self._current_cache.pop(project, None)
+            return None
+        cached = self._current_cache.get(project)
+        if cached is not None and cached[0] == mtime:
+            return cached[1]
+        name = path.read_text(encoding="utf-8").strip() or None
+        self._current_cache[project] = (mtime, name)
+        return name
+
+    def _read_meta(self, project: str, version: str) -> VersionMeta:
+        path = self._dir(project) / "versions" / _check_name("version", version) / _META
+        try:
+            return VersionMeta.model_validate_json(path.read_bytes())
+        except FileNotFoundError as exc:
+            raise CorruptModelVersion(
+                f"project {project}: version {version} has no {_META}", field="version"
+            ) from exc
+        except ValueError as exc:
+            raise CorruptModelVersion(f"project {project}: version {version}: bad metadata") from exc
+
+    def current(self, project: str) -> VersionMeta | None:
+        name = self.current_name(project)
+        return None if name is None else self._read_meta(project, name)
+
+    def versions(self, project: str) -> list[VersionMeta]:
+        base = self._dir(project) / "versions"
+        if not base.is_dir():
+            return []
+        metas = []
+        for item in base.iterdir():
+            if (item / _META).is_file():
+                with contextlib.suppress(CorruptModelVersion):
+                    metas.append(self._read_meta(project, item.name))
+        return sorted(metas, key=lambda m: m.created_at, reverse=True)
+
+    def open_version(self, project: str, version: str) -> Path:
+        meta = self._read_meta(project, version)
+        folder = self._dir(project) / "versions" / version
+        for rel, expected in meta.files.items():
+            target = folder / rel
+            if not target.is_file():
+                raise CorruptModelVersion(f"project {project}: version {version}: {rel} is missing")
+            if _sha256(target) != expected:
+                raise CorruptModelVersion(
+                    f"project {project}: version {version}: {rel} does not match its checksum"
+                )
+        return folder
+
+    def _next_number(self, project: str, prefix: str) -> int:
+        pattern = re.compile(rf"^{re.escape(prefix)}-v(\d+)$")
+        numbers = [0]
+        base = self._dir(project) / "versions"
+        if base.is_dir():
+            for item in base.iterdir():
+                match = pattern.match(item.name)
+                if match:
+                    numbers.append(int(match.group(1)))
+        return max(numbers) + 1
+
+    @contextlib.contextmanager
+    def new_version(
+        self,
+        project: str,
+        prefix: str,
+        *,
+        parent: str | None = None,
+        event: str | None = None,
+        job: str | None = None,
+    ) -> Iterator[_Staging]:
+        """Write files into the staging folder; on a clean exit the version is published."""
+        staging_root = self._dir(project) / ".staging"
+        staging_root.mkdir(parents=True, exist_ok=True)
+        with self._lock(project):
+            version = f"{prefix}-v{self._next_number(project, prefix)}"
+            # reserve the name so that a concurrent writer picks the next one
+            (self._dir(project) / "versions").mkdir(exist_ok=True)
+            reserved = self._dir(project) / "versions" / f".reserved-{version}"
+            reserved.touch()
+        path = staging_root / f"{version}.{uuid.uuid4().hex[:8]}"
+        path.mkdir()
+        staging = _Staging(path=path, version=version)
+        try:
+            yield staging
+            files = {str(item.relative_to(path)): _sha256(item) for item in staging.files()}
+            meta = VersionMeta(
+                version=version,
+                project=project,
+                created_at=datetime.now(timezone.utc),
+                metrics=staging.metrics,
+                files=files,
+                parent=parent,
+                event=event,
+                job=job,
+            )
+            _atomic_write(path / _META, meta.model_dump_json(indent=2))
+            with self._lock(project):
+                os.replace(path, self._dir(project) / "versions" / version)
+                _atomic_write(self._dir(project) / "current", version)
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+            with contextlib.suppress(FileNotFoundError):
+                reserved.unlink()
+
+    def set_current(self, project: str, version: str) -> None:
+        self._read_meta(project, version)
+        with self._lock(project):
+            _atomic_write(self._dir(project) / "current", version)
+
+    # --- whole projects
+    def duplicate(self, src: str, dst: str) -> None:
+        source = self._dir(src)
+        if not source.is_dir():
+            raise UnknownProject(f"project {src} has no model to duplicate", field="project_src")
+        target = self._dir(dst)
+        tmp = target.with_name(f".{dst}.copy-{uuid.uuid4().hex[:8]}")
+        shutil.copytree(source, tmp, ignore=shutil.ignore_patterns(".staging", ".lock", ".reserved-*"))
+        for meta_path in tmp.glob(f"versions/*/{_META}"):
+            meta = VersionMeta.model_validate_json(meta_path.read_bytes())
+            meta.project = dst
+            meta_path.write_text(meta.model_dump_json(indent=2), encoding="utf-8")
+        record_path = tmp / "project.json"
+        if record_path.is_file():
+            record = ProjectRecord.model_validate_json(record_path.read_bytes())
+            record.project = dst
+            record_path.write_text(record.model_dump_json(), encoding="utf-8")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+        self._current_cache.pop(dst, None)
+
+    def delete(self, project: str) -> bool:
+        target = self._dir(project)
+        if not target.exists():
+            return False
+        trash = target.with_name(f".{project}.deleted-{uuid.uuid4().hex[:8]}")
+        os.replace(target, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+        self._current_cache.pop(project, None)
+        return True
+
+    def prune(self, project: str, keep: int) -> list[str]:
+        """Delete the oldest versions beyond `keep`; never the current one."""
+        current = self.current_name(project)
+        removed = []
+        for meta in self.versions(project)[keep:]:
+            if meta.version == current:
+                continue
+            shutil.rmtree(self._dir(project) / "versions" / meta.version, ignore_errors=True)
+            removed.append(meta.version)
+        return removed
+
+    def __repr__(self) -> str:
+        return f"LocalModelStore({str(self.root)!r})"
