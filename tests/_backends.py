@@ -51,6 +51,8 @@ class Echo(Model):
 class SlowSetup(Echo):
     """setup() takes a while: health and /setup must not wait for it."""
 
+    name = "slow"
+
     def setup(self) -> None:
         time.sleep(2.0)
 

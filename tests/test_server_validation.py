@@ -8,16 +8,21 @@ from typing import Any
 
 import httpx
 import pytest
+
 from _backends import BBOX_CONFIG, CHOICES_CONFIG, NER_CONFIG, Scripted
 from conftest import serve
-
 from labelbridge.server import create_app
 from labelbridge.service import Backend
 from labelbridge.settings import Settings
 
 
 def choice(label: str) -> dict[str, Any]:
-    return {"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": [label]}}
+    return {
+        "from_name": "sentiment",
+        "to_name": "text",
+        "type": "choices",
+        "value": {"choices": [label]},
+    }
 
 
 def span(start: int, end: int, label: str, text: str) -> dict[str, Any]:
@@ -55,16 +60,21 @@ CASES = {
 @pytest.fixture
 def backends(tmp_path: Path) -> Iterator[dict[bool, str]]:
     urls = {}
-    with serve(create_app(Backend(Scripted, Settings(model_dir=tmp_path / "p"), model_ref="x"))) as prod:
-        with serve(
-            create_app(Backend(Scripted, Settings(model_dir=tmp_path / "d", debug=True), model_ref="x"))
-        ) as dbg:
-            urls[False], urls[True] = prod, dbg
-            yield urls
+    with serve(
+        create_app(Backend(Scripted, Settings(model_dir=tmp_path / "p"), model_ref="x"))
+    ) as prod, serve(
+        create_app(
+            Backend(Scripted, Settings(model_dir=tmp_path / "d", debug=True), model_ref="x")
+        )
+    ) as dbg:
+        urls[False], urls[True] = prod, dbg
+        yield urls
 
 
 @pytest.mark.parametrize("kind", sorted(CASES))
-def test_valid_predictions_pass_untouched(kind: str, backends: dict[bool, str], http: httpx.Client) -> None:
+def test_valid_predictions_pass_untouched(
+    kind: str, backends: dict[bool, str], http: httpx.Client
+) -> None:
     config, field, good, _ = CASES[kind]
     task = {"id": 5, "data": {field: "x", "answer": {"result": good, "score": 0.7}}}
     for url in backends.values():
@@ -74,7 +84,9 @@ def test_valid_predictions_pass_untouched(kind: str, backends: dict[bool, str], 
 
 
 @pytest.mark.parametrize("kind", sorted(CASES))
-def test_invalid_items_are_dropped_in_production(kind: str, backends: dict[bool, str], http: httpx.Client) -> None:
+def test_invalid_items_are_dropped_in_production(
+    kind: str, backends: dict[bool, str], http: httpx.Client
+) -> None:
     config, field, good, bad = CASES[kind]
     task = {"id": 5, "data": {field: "x", "answer": {"result": good + bad}}}
     answer = http.post(f"{backends[False]}/predict", json={"tasks": [task], "label_config": config})
@@ -100,8 +112,12 @@ def test_invalid_items_are_an_error_naming_task_and_field_in_debug(
     assert f"result[{len(good)}]" in body["problems"][0]
 
 
-def test_non_finite_and_non_numeric_scores_are_refused(backends: dict[bool, str], http: httpx.Client) -> None:
+def test_non_finite_and_non_numeric_scores_are_refused(
+    backends: dict[bool, str], http: httpx.Client
+) -> None:
     answer = {"result": [{**choice("Positive"), "score": "high"}], "score": 0.5}
     task = {"id": 9, "data": {"text": "x", "answer": answer}}
-    reply = http.post(f"{backends[True]}/predict", json={"tasks": [task], "label_config": CHOICES_CONFIG})
+    reply = http.post(
+        f"{backends[True]}/predict", json={"tasks": [task], "label_config": CHOICES_CONFIG}
+    )
     assert reply.status_code == 500 and "score" in reply.json()["detail"]

@@ -65,7 +65,7 @@ class LabelBridgeError(Exception):
             body["field"] = self.field
         if self.fix is not None:
             body["fix"] = self.fix
-        body.update(self.extra)
+        body.update({k: v for k, v in self.extra.items() if v is not None})
         return body
 
     def __str__(self) -> str:

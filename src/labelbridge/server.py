@@ -22,9 +22,10 @@ import orjson
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import ORJSONResponse, PlainTextResponse
+from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from labelbridge import __version__
@@ -62,6 +63,15 @@ _OPEN_PATHS = ("/", "/health")
 _BODY_MODELS: list[type[BaseModel]] = []
 
 
+class ORJSONResponse(Response):
+    """JSON rendered by orjson: several times faster than the stdlib for large predict answers."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
 def _error(exc: LabelBridgeError) -> ORJSONResponse:
     return ORJSONResponse(exc.to_dict(), status_code=exc.status_code)
 
@@ -84,7 +94,9 @@ async def _parse(request: Request, model: type[M]) -> M:
         errors = exc.errors(include_url=False)
         first = errors[0]
         if first.get("type") == "json_invalid":
-            raise BadRequest(f"the body is not valid JSON: {first.get('msg')}", field="body") from None
+            raise BadRequest(
+                f"the body is not valid JSON: {first.get('msg')}", field="body"
+            ) from None
         field = _field_of(first) or "body"
         detail = "; ".join(f"{_field_of(e) or 'body'}: {e.get('msg')}" for e in errors[:5])
         err = BadRequest(detail, field=field)
@@ -128,12 +140,16 @@ def make_router(backend: Backend) -> APIRouter:
     async def setup(request: Request) -> ORJSONResponse:
         return _json(backend.setup(await _parse(request, SetupRequest)))
 
-    @router.post("/predict", openapi_extra=_body(PredictRequest), responses=_responses(PredictResponse))
+    @router.post(
+        "/predict", openapi_extra=_body(PredictRequest), responses=_responses(PredictResponse)
+    )
     async def predict(request: Request) -> ORJSONResponse:
         body = await _parse(request, PredictRequest)
         return ORJSONResponse(await in_thread(backend.predict, body))
 
-    @router.post("/webhook", openapi_extra=_body(WebhookEvent), responses=_responses(WebhookResponse))
+    @router.post(
+        "/webhook", openapi_extra=_body(WebhookEvent), responses=_responses(WebhookResponse)
+    )
     async def webhook(request: Request) -> ORJSONResponse:
         event = await _parse(request, WebhookEvent)
         authenticated = request.scope.get("labelbridge.authenticated", True)
@@ -147,7 +163,11 @@ def make_router(backend: Backend) -> APIRouter:
     async def versions(project: str | None = None) -> ORJSONResponse:
         return _json(await in_thread(backend.versions, project))
 
-    @router.post("/job_status", openapi_extra=_body(JobStatusRequest), responses=_responses(JobStatusResponse))
+    @router.post(
+        "/job_status",
+        openapi_extra=_body(JobStatusRequest),
+        responses=_responses(JobStatusResponse),
+    )
     async def job_status(request: Request) -> ORJSONResponse:
         body = await _parse(request, JobStatusRequest)
         return _json(await in_thread(backend.job_status, body.job))
@@ -162,7 +182,9 @@ def make_router(backend: Backend) -> APIRouter:
         body = await _parse(request, DeleteRequest)
         return ORJSONResponse(await in_thread(backend.delete, body))
 
-    @router.post("/validate", openapi_extra=_body(ValidateRequest), responses=_responses(ValidateResponse))
+    @router.post(
+        "/validate", openapi_extra=_body(ValidateRequest), responses=_responses(ValidateResponse)
+    )
     async def validate(request: Request) -> ORJSONResponse:
         return _json(backend.validate(await _parse(request, ValidateRequest)))
 
@@ -218,10 +240,14 @@ class _Gate:
                 # Label Studio sends webhooks without credentials: accept them as a hint only
                 scope["labelbridge.authenticated"] = False
             elif not ok and route not in _OPEN_PATHS:
-                await _send_error(send, AuthenticationRequired(
-                    "credentials are required",
-                    fix="add the backend in Label Studio with basic auth (or send a bearer token)",
-                ), www_auth=self.basic is not None)
+                await _send_error(
+                    send,
+                    AuthenticationRequired(
+                        "credentials are required",
+                        fix="add the backend in Label Studio with basic auth (or send a bearer token)",
+                    ),
+                    www_auth=self.basic is not None,
+                )
                 return
         length = next((v for k, v in headers if k == b"content-length"), None)
         if length is not None and length.isdigit() and int(length) > self.max_body:
@@ -259,7 +285,10 @@ class _Gate:
                     "labelbridge_request_seconds", "Request latency by route.", elapsed, route=route
                 )
                 backend.metrics.inc(
-                    "labelbridge_requests_total", "Requests by route and status.", route=route, status=str(status)
+                    "labelbridge_requests_total",
+                    "Requests by route and status.",
+                    route=route,
+                    status=str(status),
                 )
             if self.settings.debug:
                 log.debug("%s %s -> %s", scope["method"], mask_secrets(scope["path"]), status)
@@ -291,7 +320,9 @@ async def _send_error(send: Send, exc: LabelBridgeError, *, www_auth: bool = Fal
 def create_app(backends: Backend | Mapping[str, Backend]) -> FastAPI:
     """A FastAPI app serving one backend at `/`, or several under their prefixes."""
     mounted: dict[str, Backend] = (
-        {"": backends} if isinstance(backends, Backend) else {p.rstrip("/"): b for p, b in backends.items()}
+        {"": backends}
+        if isinstance(backends, Backend)
+        else {p.rstrip("/"): b for p, b in backends.items()}
     )
     settings = next(iter(mounted.values())).settings
     debug = settings.debug
@@ -319,7 +350,7 @@ def create_app(backends: Backend | Mapping[str, Backend]) -> FastAPI:
     @app.exception_handler(LabelBridgeError)
     async def _ours(_: Request, exc: LabelBridgeError) -> ORJSONResponse:
         if exc.status_code >= 500:
-            log.error("%s: %s", exc.error, exc.detail)
+            log.error("%s: %s", exc.error, exc.detail, exc_info=exc.__cause__ is not None)
         return _error(exc)
 
     @app.exception_handler(RequestValidationError)
@@ -327,12 +358,16 @@ def create_app(backends: Backend | Mapping[str, Backend]) -> FastAPI:
         errors = exc.errors()
         field = _field_of(errors[0]) if errors else "request"
         detail = "; ".join(f"{_field_of(e)}: {e.get('msg')}" for e in errors[:5])
-        return ORJSONResponse({"error": "BadRequest", "detail": detail, "field": field}, status_code=422)
+        return ORJSONResponse(
+            {"error": "BadRequest", "detail": detail, "field": field}, status_code=422
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> ORJSONResponse:
         name = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "HTTPError")
-        return ORJSONResponse({"error": name, "detail": str(exc.detail)}, status_code=exc.status_code)
+        return ORJSONResponse(
+            {"error": name, "detail": str(exc.detail)}, status_code=exc.status_code
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> ORJSONResponse:
@@ -390,5 +425,8 @@ def app_from_env() -> FastAPI:
 
     spec = json.loads(os.environ[_SERVE_ENV])
     settings = Settings(**spec["overrides"])
-    configure_logging(settings, backend_dir=spec.get("backend_dir") and __import__("pathlib").Path(spec["backend_dir"]))
+    configure_logging(
+        settings,
+        backend_dir=spec.get("backend_dir") and __import__("pathlib").Path(spec["backend_dir"]),
+    )
     return build_app(spec["target"], settings, class_name=spec.get("class_name"))

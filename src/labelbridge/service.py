@@ -16,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -97,13 +97,13 @@ class Backend:
         self.queue: JobQueue = queue or open_queue(settings, backend_dir)
         self.metrics = Metrics()
         self.model: Model | None = None
-        self.model_state = "loading"
+        self.model_state: Literal["loading", "ready", "failed"] = "loading"
         self.model_error: str | None = None
         self.load_seconds: float | None = None
         self._ready = threading.Event()
         self._lock = threading.Lock()
         self._records: dict[str, ProjectRecord] = {}
-        self._states: OrderedDict[tuple[str, str], Any] = OrderedDict()
+        self._states: OrderedDict[tuple[str, str], tuple[str, Any]] = OrderedDict()
         self._state_lock = threading.Lock()
         self._annotation_events: dict[str, int] = {}
         self._started = False
@@ -118,7 +118,9 @@ class Backend:
             self.queue.start()
         except LabelBridgeError as exc:
             log.error("job queue unavailable: %s", exc)
-        thread = threading.Thread(target=self._load_model, name="labelbridge-model-load", daemon=True)
+        thread = threading.Thread(
+            target=self._load_model, name="labelbridge-model-load", daemon=True
+        )
         thread.start()
         if wait:
             self._ready.wait()
@@ -140,9 +142,16 @@ class Backend:
             self.model_state = "ready"
         finally:
             self.load_seconds = time.perf_counter() - began
-            self.metrics.set("labelbridge_model_load_seconds", "Time setup() took.", self.load_seconds)
+            self.metrics.set(
+                "labelbridge_model_load_seconds", "Time setup() took.", self.load_seconds
+            )
             self._ready.set()
-            log.info("model %s %s in %.2f s", self.model_cls.__name__, self.model_state, self.load_seconds)
+            log.info(
+                "model %s %s in %.2f s",
+                self.model_cls.__name__,
+                self.model_state,
+                self.load_seconds,
+            )
 
     def wait_ready(self, timeout: float | None = None) -> Model:
         if not self._ready.wait(self.settings.model_load_wait if timeout is None else timeout):
@@ -159,7 +168,7 @@ class Backend:
         ok, reason = self.queue.health()
         return HealthResponse(
             model_class=self.model_cls.__name__,
-            model_state=self.model_state,  # type: ignore[arg-type]
+            model_state=self.model_state,
             model_error=self.model_error,
             queue="ok" if ok else "degraded",
             queue_error=reason,
@@ -235,7 +244,7 @@ class Backend:
             cached = self._states.get(key)
             if cached is not None:
                 self._states.move_to_end(key)
-                return cached  # type: ignore[no-any-return]
+                return cached
         older = [m.version for m in self.store.versions(project) if m.version != current]
         for version in [current, *older]:
             try:
@@ -283,7 +292,8 @@ class Backend:
             state=state,
             interactive=params.get("context"),
             params=params,
-            label_studio_url=self.settings.label_studio_url or (record.label_studio_url if record else None),
+            label_studio_url=self.settings.label_studio_url
+            or (record.label_studio_url if record else None),
             access_token=(
                 self.settings.label_studio_api_key.get_secret_value()
                 if self.settings.label_studio_api_key
@@ -297,23 +307,29 @@ class Backend:
         except LabelBridgeError:
             raise
         except Exception as exc:
-            log.exception("predict() raised for project %s", project)
             raise ModelError(
                 f"predict() raised {type(exc).__name__}: {exc}",
                 traceback=traceback.format_exc() if self.settings.debug else None,
             ) from exc
-        self.metrics.observe("labelbridge_predict_seconds", "Time in the model's predict().", time.perf_counter() - began)
+        self.metrics.observe(
+            "labelbridge_predict_seconds",
+            "Time in the model's predict().",
+            time.perf_counter() - began,
+        )
         predictions = self._normalize(raw, len(tasks), version)
         task_ids = [task.get("id") for task in tasks]
         clean, problems = split_valid(config, predictions, task_ids)
         if problems:
             self.metrics.inc(
-                "labelbridge_invalid_results_total", "Predicted results dropped as invalid.", len(problems)
+                "labelbridge_invalid_results_total",
+                "Predicted results dropped as invalid.",
+                len(problems),
             )
             if self.settings.debug:
                 lines = [str(p) for p in problems[:20]]
                 raise InvalidPrediction(
-                    f"{len(problems)} predicted result(s) do not match the labeling config: " + "; ".join(lines),
+                    f"{len(problems)} predicted result(s) do not match the labeling config: "
+                    + "; ".join(lines),
                     problems=lines,
                 )
             for problem in problems[:20]:
@@ -322,13 +338,11 @@ class Backend:
         return {"results": clean, "model_version": version}
 
     def _normalize(self, raw: Any, count: int, version: str) -> list[Any]:
-        if raw is None or isinstance(raw, (str, bytes, dict)) or not isinstance(raw, Sequence):
-            if hasattr(raw, "predictions"):  # the SDK's ModelResponse
-                raw = raw.predictions
-            else:
-                raise ModelError(
-                    f"predict() must return a list with one entry per task, got {type(raw).__name__}"
-                )
+        raw = getattr(raw, "predictions", raw)  # the SDK's ModelResponse
+        if not isinstance(raw, Sequence) or isinstance(raw, (str, bytes)):
+            raise ModelError(
+                f"predict() must return a list with one entry per task, got {type(raw).__name__}"
+            )
         if len(raw) != count:
             raise ModelError(f"predict() returned {len(raw)} predictions for {count} tasks")
         return [self._one(item, version) for item in raw]
@@ -345,9 +359,15 @@ class Backend:
         elif isinstance(item, (list, tuple)):
             if item and all(isinstance(x, dict) and "result" in x for x in item):
                 return [self._one(x, version) for x in item]
-            prediction = {"result": [x.model_dump(exclude_none=True) if isinstance(x, BaseModel) else x for x in item]}
+            prediction = {
+                "result": [
+                    x.model_dump(exclude_none=True) if isinstance(x, BaseModel) else x for x in item
+                ]
+            }
         else:
-            raise ModelError(f"predict() returned a {type(item).__name__} for a task; expected a dict or list")
+            raise ModelError(
+                f"predict() returned a {type(item).__name__} for a task; expected a dict or list"
+            )
         prediction.setdefault("model_version", version)
         if prediction.get("model_version") is None:
             prediction["model_version"] = version
@@ -355,7 +375,9 @@ class Backend:
             scores = [
                 r["score"]
                 for r in prediction.get("result") or ()
-                if isinstance(r, dict) and isinstance(r.get("score"), (int, float)) and not isinstance(r.get("score"), bool)
+                if isinstance(r, dict)
+                and isinstance(r.get("score"), (int, float))
+                and not isinstance(r.get("score"), bool)
             ]
             prediction["score"] = sum(scores) / len(scores) if scores else None
         return prediction
@@ -388,11 +410,14 @@ class Backend:
                 self._annotation_events[project] = seen
             if seen % self.settings.train_every_n:
                 return WebhookResponse(
-                    status="counted", detail=f"{seen % self.settings.train_every_n}/{self.settings.train_every_n}"
+                    status="counted",
+                    detail=f"{seen % self.settings.train_every_n}/{self.settings.train_every_n}",
                 )
             record = self.queue.submit(self._spec(project, action))
             return WebhookResponse(status="queued", job=record.id)
-        record = self.queue.submit(self._spec(project, action), delay=self.settings.train_debounce_seconds)
+        record = self.queue.submit(
+            self._spec(project, action), delay=self.settings.train_debounce_seconds
+        )
         return WebhookResponse(status="queued", job=record.id)
 
     def _remember_config(self, project: str, label_config: str) -> None:
@@ -416,7 +441,9 @@ class Backend:
             self._config(request.label_config, "label_config")
             self._remember_config(project, request.label_config)
         elif self._record(project) is None:
-            raise UnknownProject(f"project {project} was never set up", field="project", fix="call /setup first")
+            raise UnknownProject(
+                f"project {project} was never set up", field="project", fix="call /setup first"
+            )
         record = self.queue.submit(
             self._spec(
                 project,

@@ -29,7 +29,9 @@ def settings_table() -> str:
 
 @app.command("settings")
 def settings_command(
-    markdown: Annotated[bool, typer.Option(help="Print the README's table of all settings.")] = False,
+    markdown: Annotated[
+        bool, typer.Option(help="Print the README's table of all settings.")
+    ] = False,
 ) -> None:
     """Show the settings in force, read from the environment (secrets masked)."""
     if markdown:
