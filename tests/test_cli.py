@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from conftest import free_port
+from support import free_port
 
 LABELBRIDGE = str(Path(sys.executable).with_name("labelbridge"))
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from _backends import CHOICES_CONFIG, Echo, Raises, SlowSetup, WrongCount
-from conftest import captured_request, serve
+from support import captured_request, serve
 from labelbridge.model import Model
 from labelbridge.server import create_app
 from labelbridge.service import Backend

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from _backends import BBOX_CONFIG, CHOICES_CONFIG, NER_CONFIG, Scripted
-from conftest import serve
+from support import serve
 from labelbridge.server import create_app
 from labelbridge.service import Backend
 from labelbridge.settings import Settings
@@ -60,13 +60,16 @@ CASES = {
 @pytest.fixture
 def backends(tmp_path: Path) -> Iterator[dict[bool, str]]:
     urls = {}
-    with serve(
-        create_app(Backend(Scripted, Settings(model_dir=tmp_path / "p"), model_ref="x"))
-    ) as prod, serve(
-        create_app(
-            Backend(Scripted, Settings(model_dir=tmp_path / "d", debug=True), model_ref="x")
-        )
-    ) as dbg:
+    with (
+        serve(
+            create_app(Backend(Scripted, Settings(model_dir=tmp_path / "p"), model_ref="x"))
+        ) as prod,
+        serve(
+            create_app(
+                Backend(Scripted, Settings(model_dir=tmp_path / "d", debug=True), model_ref="x")
+            )
+        ) as dbg,
+    ):
         urls[False], urls[True] = prod, dbg
         yield urls
 
