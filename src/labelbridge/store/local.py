@@ -138,7 +138,9 @@ class LocalModelStore:
                 f"project {project}: version {version} has no {_META}", field="version"
             ) from exc
         except ValueError as exc:
-            raise CorruptModelVersion(f"project {project}: version {version}: bad metadata") from exc
+            raise CorruptModelVersion(
+                f"project {project}: version {version}: bad metadata"
+            ) from exc
 
     def current(self, project: str) -> VersionMeta | None:
         name = self.current_name(project)
@@ -169,7 +171,8 @@ class LocalModelStore:
         return folder
 
     def _next_number(self, project: str, prefix: str) -> int:
-        pattern = re.compile(rf"^{re.escape(prefix)}-v(\d+)$")
+        # names reserved by writers still staging count too, or two writers pick the same one
+        pattern = re.compile(rf"^(?:\.reserved-)?{re.escape(prefix)}-v(\d+)$")
         numbers = [0]
         base = self._dir(project) / "versions"
         if base.is_dir():
@@ -235,7 +238,9 @@ class LocalModelStore:
             raise UnknownProject(f"project {src} has no model to duplicate", field="project_src")
         target = self._dir(dst)
         tmp = target.with_name(f".{dst}.copy-{uuid.uuid4().hex[:8]}")
-        shutil.copytree(source, tmp, ignore=shutil.ignore_patterns(".staging", ".lock", ".reserved-*"))
+        shutil.copytree(
+            source, tmp, ignore=shutil.ignore_patterns(".staging", ".lock", ".reserved-*")
+        )
         for meta_path in tmp.glob(f"versions/*/{_META}"):
             meta = VersionMeta.model_validate_json(meta_path.read_bytes())
             meta.project = dst
