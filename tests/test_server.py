@@ -13,11 +13,11 @@ import httpx
 import pytest
 
 from _backends import CHOICES_CONFIG, Echo, Raises, SlowSetup, WrongCount
-from support import captured_request, serve
 from labelbridge.model import Model
 from labelbridge.server import create_app
 from labelbridge.service import Backend
 from labelbridge.settings import Settings
+from support import captured_request, serve
 
 Factory = Callable[..., tuple[str, Backend]]
 

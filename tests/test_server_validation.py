@@ -10,10 +10,10 @@ import httpx
 import pytest
 
 from _backends import BBOX_CONFIG, CHOICES_CONFIG, NER_CONFIG, Scripted
-from support import serve
 from labelbridge.server import create_app
 from labelbridge.service import Backend
 from labelbridge.settings import Settings
+from support import serve
 
 
 def choice(label: str) -> dict[str, Any]:

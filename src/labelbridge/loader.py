@@ -61,9 +61,9 @@ def _model_classes(module: ModuleType) -> list[type]:
     for _, obj in inspect.getmembers(module, inspect.isclass):
         if obj.__module__ != module.__name__:
             continue
-        if issubclass(obj, Model) and obj is not Model:
-            found.append(obj)
-        elif any(base.__name__ == "LabelStudioMLBase" for base in obj.__mro__[1:]):
+        if (issubclass(obj, Model) and obj is not Model) or any(
+            base.__name__ == "LabelStudioMLBase" for base in obj.__mro__[1:]
+        ):
             found.append(obj)
     return found
 
