@@ -44,14 +44,9 @@ class PredictContext:
     def assets(self) -> AssetResolver:
         """Reads task data (uploads, local files, URLs, s3 ...) with this project's credentials."""
         if self._assets is None:
-            from labelbridge.assets import AssetResolver
-            from labelbridge.settings import Settings
+            from labelbridge.assets import shared_resolver
 
-            self._assets = AssetResolver(
-                self._settings or Settings(),
-                label_studio_url=self.label_studio_url,
-                token=self.access_token,
-            )
+            self._assets = shared_resolver(self._settings, self.label_studio_url, self.access_token)
         return self._assets
 
     def get_local_path(self, value: str, *, task_id: int | None = None) -> Path:
@@ -79,14 +74,9 @@ class TrainingData:
     @property
     def assets(self) -> AssetResolver:
         if self._assets is None:
-            from labelbridge.assets import AssetResolver
-            from labelbridge.settings import Settings
+            from labelbridge.assets import shared_resolver
 
-            self._assets = AssetResolver(
-                self._settings or Settings(),
-                label_studio_url=self.label_studio_url,
-                token=self.access_token,
-            )
+            self._assets = shared_resolver(self._settings, self.label_studio_url, self.access_token)
         return self._assets
 
     def get_local_path(self, value: str, *, task_id: int | None = None) -> Path:
@@ -128,13 +118,17 @@ class Model:
         """Turn a published version's folder into what predict() uses (cached per version)."""
         return path
 
-    def predict(self, tasks: list[dict[str, Any]], context: PredictContext) -> Sequence[PredictionLike]:
+    def predict(
+        self, tasks: list[dict[str, Any]], context: PredictContext
+    ) -> Sequence[PredictionLike]:
         """Return one entry per task, in order. See the README for the accepted shapes."""
         raise NotImplementedError(f"{type(self).__name__} does not implement predict()")
 
     def fit(self, event: str, data: TrainingData) -> dict[str, Any] | None:
         """Train in a job: write files into data.output_dir and return metrics (or None)."""
-        raise NotImplementedError(f"{type(self).__name__} does not implement fit(): it cannot train")
+        raise NotImplementedError(
+            f"{type(self).__name__} does not implement fit(): it cannot train"
+        )
 
     @property
     def can_train(self) -> bool:

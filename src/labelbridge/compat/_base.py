@@ -229,15 +229,15 @@ class LabelStudioMLBase:
         **kwargs: Any,
     ) -> str:
         """A local file for a task's URL (Label Studio uploads, local files, http, s3 ...)."""
-        from labelbridge.assets import AssetResolver
-        from labelbridge.settings import Settings
+        from labelbridge.assets import get_local_path
 
-        resolver = AssetResolver(
-            Settings(),
+        path = get_local_path(
+            url,
+            task_id=task_id,
             label_studio_url=ls_host or self._hostname,
             token=ls_access_token or self._access_token,
         )
-        return str(resolver.get_local_path(url, task_id=task_id))
+        return str(path)
 
     def preload_task_data(
         self, task: dict[str, Any], value: Any = None, read_file: bool = True

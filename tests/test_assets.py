@@ -1,0 +1,468 @@
+"""Reading task data: every source, the cache, dedup and every refusal, on real loopback servers."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fakes import FakeFileServer, FakeLabelStudio, free_port
+from labelbridge import assets
+from labelbridge.assets import AssetResolver
+from labelbridge.errors import (
+    AssetError,
+    AssetNotFound,
+    AssetRefused,
+    AssetTooLarge,
+    AssetUnauthorized,
+    AssetUnreachable,
+    MissingDependency,
+)
+from labelbridge.settings import Settings
+
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
+
+
+@pytest.fixture(scope="module")
+def ls_server() -> Iterator[FakeLabelStudio]:
+    with FakeLabelStudio() as running:
+        yield running
+
+
+@pytest.fixture
+def ls(ls_server: FakeLabelStudio, tmp_path: Path) -> FakeLabelStudio:
+    ls_server.reset()
+    ls_server.local_files_root = tmp_path / "ls-files"
+    return ls_server
+
+
+@pytest.fixture(scope="module")
+def files() -> Iterator[FakeFileServer]:
+    with FakeFileServer() as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith(("LABEL_STUDIO_", "ASSET_")):
+            monkeypatch.delenv(name)
+
+
+def resolver(
+    tmp_path: Path, ls: FakeLabelStudio | None = None, token: str | None = None, **settings: Any
+) -> AssetResolver:
+    settings.setdefault("asset_cache_dir", tmp_path / "cache")
+    return AssetResolver(
+        Settings(**settings),
+        label_studio_url=ls.url if ls else None,
+        token=token if token is not None else (ls.personal_access_token() if ls else None),
+    )
+
+
+def cache_leftovers(tmp_path: Path) -> list[Path]:
+    """Files and staging folders in the cache, lock files excepted."""
+    found = (tmp_path / "cache").rglob("*")
+    return [p for p in found if p.name.endswith(".part") or (p.is_file() and p.suffix != ".lock")]
+
+
+# --- Label Studio uploads and local files
+def test_upload_with_pat_is_cached_and_keeps_its_name(ls: FakeLabelStudio, tmp_path: Path) -> None:
+    pid = ls.add_project()["id"]
+    value = ls.add_upload(pid, "dot.png", PNG)
+    r = resolver(tmp_path, ls)  # asset_allow_private is off: Label Studio's origin still allowed
+    path = r.get_local_path(value, task_id=5)
+    assert path.read_bytes() == PNG
+    assert path.suffix == ".png" and path.name.endswith("-dot.png")
+    assert path.is_relative_to(tmp_path / "cache")
+    assert r.get_local_path(value, task_id=6) == path
+    assert r.read_bytes(value) == PNG
+    assert ls.hits(value) == 1  # the second and third calls were cache hits
+    assert ls.hits("/api/token/refresh/") == 1
+
+
+def test_absolute_localhost_url_is_read_through_label_studio_url(
+    ls: FakeLabelStudio, tmp_path: Path
+) -> None:
+    """Label Studio writes its own localhost address; we may reach it under another name."""
+    value = ls.add_upload(1, "a.png", PNG)
+    port = ls.url.rsplit(":", 1)[1]
+    path = resolver(tmp_path, ls).get_local_path(f"http://localhost:{port}{value}")
+    assert path.read_bytes() == PNG and ls.hits(value) == 1
+
+
+def test_legacy_token_refused_names_url_task_status_and_fix(
+    ls: FakeLabelStudio, tmp_path: Path
+) -> None:
+    ls.legacy_enabled = False
+    value = ls.add_upload(1, "a.png", PNG)
+    with pytest.raises(AssetUnauthorized) as info:
+        resolver(tmp_path, ls, token=ls.legacy_token).get_local_path(value, task_id=7)
+    err = info.value
+    assert f"{ls.url}{value}" in err.detail and "task 7" in err.detail and "401" in err.detail
+    assert "personal access token" in (err.fix or "") and "legacy" in (err.fix or "")
+    assert ls.legacy_token not in str(err.to_dict())
+    assert cache_leftovers(tmp_path) == []
+
+
+def test_bad_pat_is_unauthorized_not_a_crash(ls: FakeLabelStudio, tmp_path: Path) -> None:
+    foreign = FakeLabelStudio().personal_access_token()
+    with pytest.raises(AssetUnauthorized) as info:
+        resolver(tmp_path, ls, token=foreign).get_local_path(ls.add_upload(1, "a.png", PNG))
+    assert "/api/token/refresh/" in info.value.detail and foreign not in str(info.value)
+
+
+def test_no_token_says_set_the_api_key(ls: FakeLabelStudio, tmp_path: Path) -> None:
+    with pytest.raises(AssetUnauthorized) as info:
+        resolver(tmp_path, ls, token="").get_local_path(ls.add_upload(1, "a.png", PNG))
+    assert "LABEL_STUDIO_API_KEY" in (info.value.fix or "")
+
+
+def test_missing_upload_is_not_found_with_status(ls: FakeLabelStudio, tmp_path: Path) -> None:
+    with pytest.raises(AssetNotFound) as info:
+        resolver(tmp_path, ls).get_local_path("/data/upload/1/gone.png", task_id=3)
+    assert "404" in info.value.detail and "task 3" in info.value.detail
+
+
+def test_label_studio_path_without_url_says_set_it(tmp_path: Path) -> None:
+    with pytest.raises(AssetUnreachable) as info:
+        resolver(tmp_path).get_local_path("/data/upload/1/a.png")
+    assert "LABEL_STUDIO_URL" in (info.value.fix or "")
+
+
+def test_unreachable_label_studio_gives_the_docker_hint(tmp_path: Path) -> None:
+    r = AssetResolver(
+        Settings(asset_cache_dir=tmp_path / "cache"),
+        label_studio_url=f"http://localhost:{free_port()}",
+        token="t",
+    )
+    with pytest.raises(AssetUnreachable) as info:
+        r.get_local_path("/data/upload/1/a.png")
+    assert "LABEL_STUDIO_URL" in (info.value.fix or "") and "Docker" in (info.value.fix or "")
+
+
+def test_local_files_are_read_directly_when_mounted(ls: FakeLabelStudio, tmp_path: Path) -> None:
+    assert ls.local_files_root is not None
+    (ls.local_files_root / "ds1").mkdir(parents=True)
+    (ls.local_files_root / "ds1" / "a.txt").write_text("hello")
+    value = f"{ls.url}/data/local-files/?d=ds1/a.txt"
+    mounted = resolver(tmp_path, ls, asset_local_roots=[str(ls.local_files_root)])
+    assert mounted.get_local_path(value) == (ls.local_files_root / "ds1" / "a.txt").resolve()
+    assert ls.hits("/data/local-files/") == 0
+    fetched = resolver(tmp_path, ls).get_local_path(value)  # not mounted: over HTTP, with auth
+    assert fetched.read_text() == "hello" and fetched.name == "a.txt"
+    assert ls.hits("/data/local-files/") == 1
+
+
+# --- plain http(s), the cache, dedup
+def test_plain_http_keeps_extension_and_hits_cache(files: FakeFileServer, tmp_path: Path) -> None:
+    url = files.add("photos/cat.jpg", b"jpeg bytes", content_type="image/jpeg")
+    r = resolver(tmp_path, asset_allow_private=True)  # the file server is on loopback
+    path = r.get_local_path(url, task_id=1)
+    assert path.read_bytes() == b"jpeg bytes" and path.name == "cat.jpg"
+    assert r.get_local_path(url) == path and files.hits("/files/photos/cat.jpg") == 1
+    bare = files.add("render", PNG, content_type="image/png")  # no extension in the URL
+    assert r.get_local_path(bare).suffix == ".png"
+
+
+def test_twenty_threads_one_download(files: FakeFileServer, tmp_path: Path) -> None:
+    url = files.add("slow-once.png", PNG, delay=0.3)
+    r = resolver(tmp_path, asset_allow_private=True)
+    barrier = threading.Barrier(20)
+    results: list[Path | BaseException] = []
+
+    def fetch() -> None:
+        barrier.wait()
+        try:
+            results.append(r.get_local_path(url))
+        except BaseException as exc:  # pragma: no cover - reported by the asserts
+            results.append(exc)
+
+    threads = [threading.Thread(target=fetch) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 20 and len(set(results)) == 1 and isinstance(results[0], Path)
+    assert files.hits("/files/slow-once.png") == 1
+
+
+def test_get_many_dedups_bounds_and_returns_errors(files: FakeFileServer, tmp_path: Path) -> None:
+    url = files.add("many.png", PNG, delay=0.2)
+    r = resolver(tmp_path, asset_allow_private=True, asset_concurrency=4)
+    out = r.get_many([(url, i) for i in range(10)] + ["http://10.0.0.1/x.png", url])
+    assert all(isinstance(p, Path) for i, p in enumerate(out) if i != 10)
+    assert isinstance(out[10], AssetError) and files.hits("/files/many.png") == 1
+    assert asyncio.run(r.aget_many([url])) == [out[0]]
+    assert asyncio.run(r.aread_bytes(url)) == PNG
+
+
+def test_two_processes_download_once(files: FakeFileServer, tmp_path: Path) -> None:
+    url = files.add("shared.png", PNG, delay=0.5)
+    script = (
+        "import sys; from pathlib import Path; from labelbridge.assets import get_local_path;"
+        "from labelbridge.settings import Settings;"
+        "s = Settings(asset_cache_dir=Path(sys.argv[2]), asset_allow_private=True);"
+        "print(get_local_path(sys.argv[1], settings=s))"
+    )
+    cmd = [sys.executable, "-c", script, url, str(tmp_path / "cache")]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = {p.communicate(timeout=20)[0].strip() for p in procs}
+    assert len(outputs) == 1 and Path(outputs.pop()).read_bytes() == PNG
+    assert files.hits("/files/shared.png") == 1
+
+
+def test_module_level_function_shares_a_resolver(files: FakeFileServer, tmp_path: Path) -> None:
+    url = files.add("module.txt", b"text file")
+    s = Settings(asset_cache_dir=tmp_path / "cache", asset_allow_private=True)
+    path = assets.get_local_path(url, settings=s)
+    assert path.read_bytes() == b"text file" and assets.get_local_path(url, settings=s) == path
+    assert assets._resolver_for(s, None, None) is assets._resolver_for(s, None, None)
+
+
+# --- refusals
+def test_too_big_by_content_length(files: FakeFileServer, tmp_path: Path) -> None:
+    url = files.add("big.bin", b"x" * 5000)
+    with pytest.raises(AssetTooLarge) as info:
+        resolver(tmp_path, asset_allow_private=True, asset_max_bytes=1000).get_local_path(url)
+    assert "5000 bytes (Content-Length)" in info.value.detail and url in info.value.detail
+    assert "ASSET_MAX_BYTES" in (info.value.fix or "")
+    assert cache_leftovers(tmp_path) == []
+
+
+def test_too_big_while_streaming_deletes_the_partial_file(
+    files: FakeFileServer, tmp_path: Path
+) -> None:
+    url = files.add("chunked.bin", b"x" * 5000, chunked=True, chunk_size=500)
+    with pytest.raises(AssetTooLarge) as info:
+        resolver(tmp_path, asset_allow_private=True, asset_max_bytes=1000).get_local_path(url)
+    assert "while downloading" in info.value.detail
+    assert cache_leftovers(tmp_path) == []  # no partial file, no staging folder
+
+
+def test_too_slow_is_a_total_limit(files: FakeFileServer, tmp_path: Path) -> None:
+    # 100 bytes every 0.1 s: every read is quick, the whole download would take 3 s.
+    url = files.add("trickle.bin", b"x" * 3000, trickle=0.1, chunk_size=100)
+    r = resolver(tmp_path, asset_allow_private=True, asset_timeout=0.5)
+    started = time.monotonic()
+    with pytest.raises(AssetUnreachable) as info:
+        r.get_local_path(url, task_id=2)
+    assert time.monotonic() - started < 1.0
+    assert "ASSET_TIMEOUT=0.5" in info.value.detail and "task 2" in info.value.detail
+    assert cache_leftovers(tmp_path) == []
+    stalled = files.add("stall.bin", b"late", delay=2)  # no headers before the deadline
+    started = time.monotonic()
+    with pytest.raises(AssetUnreachable):
+        r.get_local_path(stalled)
+    assert time.monotonic() - started < 1.0
+
+
+def test_dotdot_and_outside_paths_are_refused(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    root.mkdir()
+    (tmp_path / "secret.txt").write_text("secret")
+    r = resolver(tmp_path, asset_local_roots=[str(root)])
+    for value in ("../secret.txt", "images/../../secret.txt", str(tmp_path / "secret.txt")):
+        with pytest.raises(AssetRefused) as info:
+            r.get_local_path(value, task_id=9)
+        assert "ASSET_LOCAL_ROOTS" in (info.value.fix or "") and "task 9" in info.value.detail
+
+
+def test_symlink_escape_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    root.mkdir()
+    (tmp_path / "secret.txt").write_text("secret")
+    (root / "innocent.txt").symlink_to(tmp_path / "secret.txt")
+    (root / "inside.txt").write_text("fine")
+    (root / "alias.txt").symlink_to(root / "inside.txt")
+    r = resolver(tmp_path, asset_local_roots=[str(root)])
+    with pytest.raises(AssetRefused) as info:
+        r.read_text("innocent.txt")
+    assert "outside the folders" in info.value.detail
+    assert r.read_text("alias.txt") == "fine"  # symlinks inside the roots are fine
+
+
+def test_local_paths_under_roots_are_read_in_place(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    (root / "images").mkdir(parents=True)
+    (root / "images" / "cat.png").write_bytes(PNG)
+    (root / "notes.txt").write_text("notes")
+    r = resolver(tmp_path, asset_local_roots=[str(root)])
+    expected = (root / "images" / "cat.png").resolve()
+    assert r.get_local_path("images/cat.png") == expected
+    assert r.get_local_path(str(expected)) == expected
+    assert r.get_local_path(f"file://{expected}") == expected
+    assert r.read_text("notes.txt") == "notes"  # a bare name found under a root is a path
+    with pytest.raises(AssetNotFound):
+        r.get_local_path("images/dog.png")
+    with pytest.raises(AssetRefused) as info:  # no roots configured at all
+        resolver(tmp_path).get_local_path(str(expected))
+    assert "none configured" in info.value.detail
+
+
+def test_private_addresses_are_refused_without_connecting(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, files: FakeFileServer
+) -> None:
+    connects: list[Any] = []
+    real = socket.create_connection
+
+    def spy(address: Any, *args: Any, **kwargs: Any) -> socket.socket:
+        connects.append(address)
+        return real(address, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "create_connection", spy)
+    r = resolver(tmp_path)
+    for url, address in [
+        ("http://169.254.169.254/latest/meta-data/iam/security-credentials/", "169.254.169.254"),
+        ("http://10.0.0.1/image.png", "10.0.0.1"),
+        ("http://[::ffff:10.0.0.1]/image.png", "10.0.0.1"),
+        (files.add("local.png", PNG).replace("127.0.0.1", "localhost"), "127.0.0.1"),  # by DNS
+    ]:
+        with pytest.raises(AssetRefused) as info:
+            r.get_local_path(url, task_id=4)
+        assert address in info.value.detail and "ASSET_ALLOW_PRIVATE" in (info.value.fix or "")
+    assert connects == [] and files.hits("/files/local.png") == 0
+
+
+def test_allow_list(files: FakeFileServer, tmp_path: Path) -> None:
+    url = files.add("listed.png", PNG)
+    denied = resolver(tmp_path, asset_allow_private=True, asset_allowed_hosts="example.org")
+    with pytest.raises(AssetRefused) as info:
+        denied.get_local_path(url)
+    assert "'127.0.0.1' is not in ASSET_ALLOWED_HOSTS" in info.value.detail
+    assert "add 127.0.0.1 to ASSET_ALLOWED_HOSTS" in (info.value.fix or "")
+    allowed = resolver(tmp_path, asset_allow_private=True, asset_allowed_hosts="127.0.0.1")
+    assert allowed.read_bytes(url) == PNG
+
+
+def test_redirects_are_rechecked(
+    files: FakeFileServer, ls: FakeLabelStudio, tmp_path: Path
+) -> None:
+    hop = files.redirect("hop.png", "http://elsewhere.example/x.png")
+    r = resolver(tmp_path, asset_allow_private=True, asset_allowed_hosts="127.0.0.1")
+    with pytest.raises(AssetRefused) as info:
+        r.get_local_path(hop)
+    assert "elsewhere.example" in info.value.detail
+    # Label Studio itself is trusted, not where it redirects to (here: cloud metadata).
+    tid = ls.add_task(ls.add_project()["id"], {"image": "gs://bucket/a.png"})["id"]
+    ls.presign_handler = lambda uri: "http://169.254.169.254/latest/meta-data/"
+    with pytest.raises(AssetRefused) as info:
+        resolver(tmp_path, ls).get_local_path("gs://bucket/a.png", task_id=tid)
+    assert "169.254.169.254" in info.value.detail
+    assert ls.hits(f"/tasks/{tid}/presign/") == 1
+
+
+# --- data URIs, inline text, cloud
+def test_data_uris(tmp_path: Path) -> None:
+    r = resolver(tmp_path, asset_max_bytes=2000)
+    b64 = "data:image/png;base64," + base64.b64encode(PNG).decode()
+    path = r.get_local_path(b64)
+    assert path.read_bytes() == PNG and path.suffix == ".png"
+    assert r.read_text("data:,hello%20world%21") == "hello world!"
+    assert r.get_local_path("data:text/plain,hi").suffix == ".txt"
+    with pytest.raises(AssetTooLarge):
+        r.read_bytes("data:application/octet-stream;base64," + "A" * 4000)
+    with pytest.raises(AssetError):
+        r.read_bytes("data:image/png;base64")  # no comma
+
+
+def test_inline_text_is_returned_as_is(tmp_path: Path) -> None:
+    r = resolver(tmp_path)
+    for text in ("I love this product", "Hello.", "ratio: 3/4", "line one\nline two"):
+        assert r.read_text(text) == text
+    assert r.get_local_path("I love this product").read_text() == "I love this product"
+
+
+def test_gs_without_package_names_it(tmp_path: Path) -> None:
+    try:
+        import google.cloud.storage  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("google-cloud-storage is installed here")
+    with pytest.raises(MissingDependency) as info:
+        resolver(tmp_path).get_local_path("gs://bucket/a.png")
+    assert "pip install google-cloud-storage" in (info.value.fix or "")
+    with pytest.raises(AssetRefused):
+        resolver(tmp_path).get_local_path("ftp://host/file.png")
+
+
+@pytest.fixture(scope="module")
+def moto_url() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    import boto3
+
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": moto_url,
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+        "AWS_CONFIG_FILE": "/nonexistent",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    client = boto3.client("s3")
+    client.create_bucket(Bucket="bucket")
+    client.put_object(Bucket="bucket", Key="images/cat.png", Body=PNG, ContentType="image/png")
+    return client
+
+
+def test_s3_object_is_read_with_boto3(s3: Any, tmp_path: Path) -> None:
+    r = resolver(tmp_path)
+    path = r.get_local_path("s3://bucket/images/cat.png", task_id=1)
+    assert path.read_bytes() == PNG and path.name == "cat.png"
+    with pytest.raises(AssetNotFound) as info:
+        r.get_local_path("s3://bucket/images/dog.png", task_id=1)
+    assert "NoSuchKey" in info.value.detail and "s3://bucket/images/dog.png" in info.value.detail
+    with pytest.raises(AssetTooLarge):
+        resolver(tmp_path / "other", asset_max_bytes=100).get_local_path(
+            "s3://bucket/images/cat.png"
+        )
+
+
+def test_s3_without_credentials_falls_back_to_presign(
+    s3: Any, ls: FakeLabelStudio, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    presigned = s3.generate_presigned_url(
+        "get_object", Params={"Bucket": "bucket", "Key": "images/cat.png"}
+    )
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    with pytest.raises(AssetUnauthorized) as info:  # no task id: nobody can presign
+        resolver(tmp_path, ls).get_local_path("s3://bucket/images/cat.png")
+    assert "AWS_ACCESS_KEY_ID" in (info.value.fix or "")
+    tid = ls.add_task(ls.add_project()["id"], {"image": "s3://bucket/images/cat.png"})["id"]
+    asked: list[str] = []
+
+    def presign(uri: str) -> str:
+        asked.append(uri)
+        return str(presigned)
+
+    ls.presign_handler = presign
+    r = resolver(tmp_path, ls, asset_allow_private=True)  # moto is on loopback
+    path = r.get_local_path("s3://bucket/images/cat.png", task_id=tid)
+    assert path.read_bytes() == PNG and path.name == "cat.png"
+    assert asked == ["s3://bucket/images/cat.png"]
