@@ -227,7 +227,7 @@ def test_module_level_function_shares_a_resolver(files: FakeFileServer, tmp_path
     s = Settings(asset_cache_dir=tmp_path / "cache", asset_allow_private=True)
     path = assets.get_local_path(url, settings=s)
     assert path.read_bytes() == b"text file" and assets.get_local_path(url, settings=s) == path
-    assert assets._resolver_for(s, None, None) is assets._resolver_for(s, None, None)
+    assert assets.shared_resolver(s, None, None) is assets.shared_resolver(s, None, None)
 
 
 # --- refusals
