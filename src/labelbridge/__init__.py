@@ -19,21 +19,25 @@ from labelbridge.errors import (
     ModelError,
     TooFewAnnotations,
 )
-from labelbridge.label_config import LabelConfig
+from labelbridge.client import AsyncMLBackendClient, MLBackendClient
+from labelbridge.label_config import ControlMatch, LabelConfig
 from labelbridge.model import Model, PredictContext, TrainingData
 from labelbridge.protocol import PredictionValue, ResultItem
 from labelbridge.settings import ConnectorSettings, Settings
 
 __all__ = [
     "AssetError",
+    "AsyncMLBackendClient",
     "BackendError",
     "BackendTimeout",
     "BackendUnreachable",
     "ConnectorSettings",
+    "ControlMatch",
     "InvalidLabelConfig",
     "InvalidPrediction",
     "LabelBridgeError",
     "LabelConfig",
+    "MLBackendClient",
     "Model",
     "ModelError",
     "PredictContext",
