@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from labelbridge.client import AsyncMLBackendClient, MLBackendClient
 from labelbridge.errors import (
     AssetError,
     BackendError,
@@ -19,7 +20,6 @@ from labelbridge.errors import (
     ModelError,
     TooFewAnnotations,
 )
-from labelbridge.client import AsyncMLBackendClient, MLBackendClient
 from labelbridge.label_config import ControlMatch, LabelConfig
 from labelbridge.model import Model, PredictContext, TrainingData
 from labelbridge.protocol import PredictionValue, ResultItem
