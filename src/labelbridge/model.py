@@ -25,20 +25,13 @@ __all__ = ["Model", "PredictContext", "TrainingData"]
 PredictionLike = Any  # PredictionValue | dict | list[dict] | None, normalized by the server
 
 
-@dataclass
-class PredictContext:
-    """What predict() knows besides the tasks: the project, its config and the loaded version."""
+class _ReadsAssets:
+    """Task data access with the project's Label Studio URL and token (shared per process)."""
 
-    project: str
-    label_config: LabelConfig
-    model_version: str
-    state: Any = None
-    interactive: dict[str, Any] | None = None
-    params: dict[str, Any] = field(default_factory=dict)
-    label_studio_url: str | None = None
-    access_token: str | None = field(default=None, repr=False)
-    _assets: AssetResolver | None = field(default=None, repr=False)
-    _settings: Settings | None = field(default=None, repr=False)
+    label_studio_url: str | None
+    access_token: str | None
+    _assets: AssetResolver | None
+    _settings: Settings | None
 
     @property
     def assets(self) -> AssetResolver:
@@ -54,7 +47,23 @@ class PredictContext:
 
 
 @dataclass
-class TrainingData:
+class PredictContext(_ReadsAssets):
+    """What predict() knows besides the tasks: the project, its config and the loaded version."""
+
+    project: str
+    label_config: LabelConfig
+    model_version: str
+    state: Any = None
+    interactive: dict[str, Any] | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    label_studio_url: str | None = None
+    access_token: str | None = field(default=None, repr=False)
+    _assets: AssetResolver | None = field(default=None, repr=False)
+    _settings: Settings | None = field(default=None, repr=False)
+
+
+@dataclass
+class TrainingData(_ReadsAssets):
     """Everything fit() needs: the annotated tasks, where to write artifacts, what came before."""
 
     project: str
@@ -70,17 +79,6 @@ class TrainingData:
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("labelbridge.train"))
     _assets: AssetResolver | None = field(default=None, repr=False)
     _settings: Settings | None = field(default=None, repr=False)
-
-    @property
-    def assets(self) -> AssetResolver:
-        if self._assets is None:
-            from labelbridge.assets import shared_resolver
-
-            self._assets = shared_resolver(self._settings, self.label_studio_url, self.access_token)
-        return self._assets
-
-    def get_local_path(self, value: str, *, task_id: int | None = None) -> Path:
-        return self.assets.get_local_path(value, task_id=task_id)
 
     def annotations(self) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
         """(task, annotation) pairs to learn from: cancelled (skipped) annotations left out."""

@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 from datetime import datetime
 from enum import Enum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
     "DeleteRequest",
@@ -61,6 +61,16 @@ def parse_project_id(value: ProjectRef) -> str | None:
     if not head or len(head) > 64 or not all(c.isalnum() or c in "-_" for c in head):
         raise ValueError(f"project {text[:80]!r} is not a Label Studio project id")
     return head
+
+
+def _finite_score(score: float | None) -> float | None:
+    if score is not None and not math.isfinite(score):
+        raise ValueError("score must be a finite number")
+    return score
+
+
+#: a prediction's or result's confidence: NaN and infinities are refused (Label Studio sorts by it)
+Score = Annotated[float | None, AfterValidator(_finite_score)]
 
 
 class _In(BaseModel):
@@ -140,27 +150,13 @@ class ResultItem(_Open):
     to_name: str
     type: str
     value: dict[str, Any]
-    score: float | None = None
-
-    @field_validator("score")
-    @classmethod
-    def _finite(cls, score: float | None) -> float | None:
-        if score is not None and not math.isfinite(score):
-            raise ValueError("score must be a finite number")
-        return score
+    score: Score = None
 
 
 class PredictionValue(_Open):
     result: list[dict[str, Any]] = Field(default_factory=list)
-    score: float | None = None
+    score: Score = None
     model_version: str | None = None
-
-    @field_validator("score")
-    @classmethod
-    def _finite(cls, score: float | None) -> float | None:
-        if score is not None and not math.isfinite(score):
-            raise ValueError("score must be a finite number")
-        return score
 
 
 class PredictResponse(_Out):
