@@ -72,3 +72,10 @@ class Scripted(Model):
 class WrongCount(Model):
     def predict(self, tasks: list[dict[str, Any]], context: PredictContext) -> list[Any]:
         return [None]
+
+
+class FailsToLoad(Echo):
+    """setup() raises: health stays UP (with the error), /setup fails so Label Studio says Error."""
+
+    def setup(self) -> None:
+        raise FileNotFoundError("weights missing")

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from _backends import CHOICES_CONFIG, Echo, Raises, SlowSetup, WrongCount
+from _backends import CHOICES_CONFIG, Echo, FailsToLoad, Raises, SlowSetup, WrongCount
 from labelbridge.model import Model
 from labelbridge.server import create_app
 from labelbridge.service import Backend
@@ -252,3 +252,16 @@ def test_openapi_documents_request_bodies(start_backend: Factory, http: httpx.Cl
     ]
     assert body == {"$ref": "#/components/schemas/PredictRequest"}
     assert "tasks" in schema["components"]["schemas"]["PredictRequest"]["properties"]
+
+
+def test_setup_fails_with_503_when_the_model_failed_to_load(
+    start_backend: Factory, http: httpx.Client, wait_for: Callable[..., Any]
+) -> None:
+    url, _ = start_backend(FailsToLoad)
+    wait_for(lambda: http.get(f"{url}/health").json()["model_state"] != "loading")
+    health = http.get(f"{url}/health")
+    assert health.status_code == 200 and health.json()["model_state"] == "failed"
+    assert "weights missing" in health.json()["model_error"]
+    answer = http.post(f"{url}/setup", json=setup_body())
+    assert answer.status_code == 503 and answer.json()["error"] == "ModelNotReady"
+    assert "weights missing" in answer.json()["detail"]

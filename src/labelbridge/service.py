@@ -40,6 +40,8 @@ from labelbridge.protocol import (
     HealthResponse,
     JobStatusResponse,
     PredictRequest,
+    PrelabelRequest,
+    PrelabelResponse,
     SetupRequest,
     SetupResponse,
     TrainRequest,
@@ -195,6 +197,12 @@ class Backend:
         return self.store.current_name(project) or f"{self.model_cls.version_prefix()}-v0"
 
     def setup(self, request: SetupRequest) -> SetupResponse:
+        if self.model_state == "failed":
+            # Label Studio shows a backend as Error only when /setup fails (health must stay 2xx)
+            raise ModelNotReady(
+                f"the model failed to load: {self.model_error}",
+                fix="see the backend's log (logs/uwsgi.log in production), fix, restart",
+            )
         project = _project_or_error(request.project)
         record = self._record(project)
         schema = request.label_schema or (record.label_config if record else None)
@@ -261,7 +269,10 @@ class Backend:
             return entry
         return f"{self.model_cls.version_prefix()}-v0", None
 
-    def predict(self, request: PredictRequest) -> dict[str, Any]:
+    def predict(
+        self, request: PredictRequest, *, dropped: list[Any] | None = None
+    ) -> dict[str, Any]:
+        """`dropped` collects the invalid items left out (labelbridge prelabel counts them)."""
         tasks = request.tasks
         if len(tasks) > self.settings.max_tasks_per_request:
             raise PayloadTooLarge(
@@ -269,7 +280,7 @@ class Backend:
                 field="tasks",
                 fix="send fewer tasks per request (labelbridge prelabel batches them), or raise MAX_TASKS_PER_REQUEST",
             )
-        project = parse_project_id(request.project) if request.project not in (None, "") else None
+        project = _project_or_error(request.project) if request.project not in (None, "") else None
         if project is None and tasks and isinstance(tasks[0].get("project"), int):
             project = str(tasks[0]["project"])
         record = self._record(project) if project else None
@@ -319,6 +330,8 @@ class Backend:
         predictions = self._normalize(raw, len(tasks), version)
         task_ids = [task.get("id") for task in tasks]
         clean, problems = split_valid(config, predictions, task_ids)
+        if dropped is not None:
+            dropped.extend(problems)
         if problems:
             self.metrics.inc(
                 "labelbridge_invalid_results_total",
@@ -457,6 +470,31 @@ class Backend:
 
     def job_status(self, job: str) -> JobStatusResponse:
         return self.queue.get(job).to_status()
+
+    def prelabel(self, request: PrelabelRequest) -> PrelabelResponse:
+        """Queue a job that pre-annotates the project's tasks (labelbridge.prelabel)."""
+        project = _project_or_error(request.project)
+        record = self._record(project)
+        known = self.settings.label_studio_url or (record.label_studio_url if record else None)
+        url = request.label_studio_url or known
+        if not url:
+            raise BadRequest(
+                f"no Label Studio URL is known for project {project}",
+                field="label_studio_url",
+                fix="connect the backend in Label Studio (its /setup sends it), set "
+                "LABEL_STUDIO_URL, or pass label_studio_url",
+            )
+        if url.rstrip("/") != (known or "").rstrip("/") and not self.settings.auth_enabled:
+            # the job sends the project's Label Studio token there: not to anyone's URL
+            raise BadRequest(
+                "label_studio_url differs from the known Label Studio URL, and this backend "
+                "has no auth: the token would go to a URL anyone can name",
+                field="label_studio_url",
+                fix="set LABEL_STUDIO_URL, or enable API_TOKEN or basic auth on the backend",
+            )
+        params = request.model_dump(exclude={"project"}, exclude_none=True)
+        record_ = self.queue.submit(self._spec(project, "PRELABEL", kind="prelabel", params=params))
+        return PrelabelResponse(job=record_.id, status=record_.state.value)
 
     # --- versions and projects ----------------------------------------------------------
     def versions(self, project: str | None = None) -> VersionsResponse:
