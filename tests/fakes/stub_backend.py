@@ -53,6 +53,8 @@ class StubBackend:
         wrong_count: bool = False,
         results_shape: str = "object",
         basic_auth: tuple[str, str] | None = None,
+        texts: dict[str, str] | None = None,
+        region: dict[str, Any] | None = None,
     ) -> None:
         self._knobs: dict[str, Any] = {
             "model_version": model_version,  # what /setup answers
@@ -63,6 +65,8 @@ class StubBackend:
             "wrong_count": wrong_count,  # one result fewer than tasks
             "results_shape": results_shape,  # object | list | regions
             "basic_auth": basic_auth,
+            "texts": dict(texts or {}),  # path -> plain text answered with 200 (not JSON)
+            "region": region,  # replaces the predicted region (to break it on purpose)
         }
         self.model_version = model_version
         self.predict_model_version = predict_model_version
@@ -72,6 +76,8 @@ class StubBackend:
         self.wrong_count = wrong_count
         self.results_shape = results_shape
         self.basic_auth = basic_auth
+        self.texts: dict[str, str] = {}
+        self.region = region
         self.received: list[Received] = []
         self.predicts_answered = 0
         self.in_flight = 0
@@ -143,6 +149,8 @@ class StubBackend:
             if request.headers.get("authorization") != f"Basic {token}":
                 detail = {"error": "AuthenticationRequired", "detail": "basic auth required"}
                 return body, JSONResponse(detail, status_code=401)
+        if path in self.texts:
+            return body, PlainTextResponse(self.texts[path])
         if path in self.statuses:
             error = {"error": "StubError", "detail": f"stub answers {self.statuses[path]}"}
             return body, JSONResponse(error, status_code=self.statuses[path])
@@ -157,6 +165,8 @@ class StubBackend:
             "type": "choices",
             "value": {"choices": [label]},
         }
+        if self.region is not None:
+            region = dict(self.region)
         prediction: dict[str, Any] = {"result": [region], "score": 0.5}
         if self.results_shape == "list":
             return [prediction, {"result": [region], "score": 0.25}]

@@ -10,7 +10,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field
 
-__all__ = ["ModelStore", "ProjectRecord", "VersionMeta"]
+__all__ = ["ModelStore", "ProjectRecord", "Staging", "VersionMeta"]
 
 
 class VersionMeta(BaseModel):
@@ -32,7 +32,8 @@ class ProjectRecord(BaseModel):
     project: str
     label_config: str | None = None
     label_studio_url: str | None = None
-    access_token: str | None = None
+    # repr=False: records end up in debug logs and tracebacks; the token must not
+    access_token: str | None = Field(default=None, repr=False)
     extra_params: dict[str, Any] | str | None = None
     updated_at: datetime | None = None
     kv: dict[str, Any] = Field(default_factory=dict)
@@ -40,7 +41,9 @@ class ProjectRecord(BaseModel):
 
 @runtime_checkable
 class ModelStore(Protocol):
-    """Where versions live. Two implementations: a local (or shared) folder, and S3."""
+    """Where versions live. Two implementations: a local (or shared) folder, and S3.
+
+    Both run the same contract tests (tests/store/test_store_contract.py)."""
 
     def projects(self) -> list[str]: ...
 
@@ -71,6 +74,10 @@ class ModelStore(Protocol):
         event: str | None = None,
         job: str | None = None,
     ) -> AbstractContextManager[Staging]: ...
+
+    def set_current(self, project: str, version: str) -> None:
+        """Serve an existing version (a rollback); readers switch to it whole."""
+        ...
 
     def duplicate(self, src: str, dst: str) -> None: ...
 

@@ -10,39 +10,20 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import os
 import re
 import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 from labelbridge.errors import CorruptModelVersion, StoreError, UnknownProject
 from labelbridge.store._base import ProjectRecord, VersionMeta
+from labelbridge.store._common import META, SAFE_NAME, StagingFolder, check_name, sha256_file
 
 __all__ = ["LocalModelStore"]
-
-_META = "_meta.json"
-_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
-
-
-def _check_name(kind: str, value: str) -> str:
-    if not _SAFE.match(value) or ".." in value:
-        raise StoreError(f"{kind} {value[:80]!r} is not a valid name", field=kind)
-    return value
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
@@ -61,18 +42,6 @@ def _atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
         raise
 
 
-@dataclass
-class _Staging:
-    path: Path
-    version: str
-    metrics: dict[str, Any] = field(default_factory=dict)
-
-    def files(self) -> Iterator[Path]:
-        for item in sorted(self.path.rglob("*")):
-            if item.is_file() and item.name != _META:
-                yield item
-
-
 class LocalModelStore:
     """Model versions in a folder; safe for several processes (file locks, atomic renames)."""
 
@@ -83,7 +52,7 @@ class LocalModelStore:
 
     # --- paths and locks
     def _dir(self, project: str) -> Path:
-        return self.root / "projects" / _check_name("project", project)
+        return self.root / "projects" / check_name("project", project)
 
     @contextlib.contextmanager
     def _lock(self, project: str) -> Iterator[None]:
@@ -99,7 +68,7 @@ class LocalModelStore:
     # --- projects
     def projects(self) -> list[str]:
         base = self.root / "projects"
-        return sorted(p.name for p in base.iterdir() if p.is_dir() and _SAFE.match(p.name))
+        return sorted(p.name for p in base.iterdir() if p.is_dir() and SAFE_NAME.match(p.name))
 
     def get_project(self, project: str) -> ProjectRecord | None:
         path = self._dir(project) / "project.json"
@@ -130,12 +99,12 @@ class LocalModelStore:
         return name
 
     def _read_meta(self, project: str, version: str) -> VersionMeta:
-        path = self._dir(project) / "versions" / _check_name("version", version) / _META
+        path = self._dir(project) / "versions" / check_name("version", version) / META
         try:
             return VersionMeta.model_validate_json(path.read_bytes())
         except FileNotFoundError as exc:
             raise CorruptModelVersion(
-                f"project {project}: version {version} has no {_META}", field="version"
+                f"project {project}: version {version} has no {META}", field="version"
             ) from exc
         except ValueError as exc:
             raise CorruptModelVersion(
@@ -152,7 +121,7 @@ class LocalModelStore:
             return []
         metas = []
         for item in base.iterdir():
-            if (item / _META).is_file():
+            if (item / META).is_file():
                 with contextlib.suppress(CorruptModelVersion):
                     metas.append(self._read_meta(project, item.name))
         return sorted(metas, key=lambda m: m.created_at, reverse=True)
@@ -164,7 +133,7 @@ class LocalModelStore:
             target = folder / rel
             if not target.is_file():
                 raise CorruptModelVersion(f"project {project}: version {version}: {rel} is missing")
-            if _sha256(target) != expected:
+            if sha256_file(target) != expected:
                 raise CorruptModelVersion(
                     f"project {project}: version {version}: {rel} does not match its checksum"
                 )
@@ -191,7 +160,7 @@ class LocalModelStore:
         parent: str | None = None,
         event: str | None = None,
         job: str | None = None,
-    ) -> Iterator[_Staging]:
+    ) -> Iterator[StagingFolder]:
         """Write files into the staging folder; on a clean exit the version is published."""
         staging_root = self._dir(project) / ".staging"
         staging_root.mkdir(parents=True, exist_ok=True)
@@ -203,10 +172,10 @@ class LocalModelStore:
             reserved.touch()
         path = staging_root / f"{version}.{uuid.uuid4().hex[:8]}"
         path.mkdir()
-        staging = _Staging(path=path, version=version)
+        staging = StagingFolder(path=path, version=version)
         try:
             yield staging
-            files = {str(item.relative_to(path)): _sha256(item) for item in staging.files()}
+            files = {str(item.relative_to(path)): sha256_file(item) for item in staging.files()}
             meta = VersionMeta(
                 version=version,
                 project=project,
@@ -217,7 +186,7 @@ class LocalModelStore:
                 event=event,
                 job=job,
             )
-            _atomic_write(path / _META, meta.model_dump_json(indent=2))
+            _atomic_write(path / META, meta.model_dump_json(indent=2))
             with self._lock(project):
                 os.replace(path, self._dir(project) / "versions" / version)
                 _atomic_write(self._dir(project) / "current", version)
@@ -241,7 +210,7 @@ class LocalModelStore:
         shutil.copytree(
             source, tmp, ignore=shutil.ignore_patterns(".staging", ".lock", ".reserved-*")
         )
-        for meta_path in tmp.glob(f"versions/*/{_META}"):
+        for meta_path in tmp.glob(f"versions/*/{META}"):
             meta = VersionMeta.model_validate_json(meta_path.read_bytes())
             meta.project = dst
             meta_path.write_text(meta.model_dump_json(indent=2), encoding="utf-8")

@@ -1,0 +1,249 @@
+"""What only the S3 store has: the order of writes, the cached `current`, the download cache,
+the conditional-write check, choosing the store from settings, and a training job that
+publishes into S3 while a Backend serves predictions from it."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from labelbridge.errors import MissingDependency, StoreError
+from labelbridge.settings import Settings
+from labelbridge.store import LocalModelStore, S3ModelStore, open_store
+
+
+class Recording:
+    """A boto3 client that records the keys written, in order; `conditional=False` plays an
+    S3 clone that ignores If-None-Match."""
+
+    def __init__(self, client: Any, *, conditional: bool = True) -> None:
+        self._client = client
+        self.conditional = conditional
+        self.writes: list[str] = []
+        self.gets: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def put_object(self, **kwargs: Any) -> Any:
+        if not self.conditional:
+            kwargs.pop("IfNoneMatch", None)
+        self.writes.append(kwargs["Key"])
+        return self._client.put_object(**kwargs)
+
+    def upload_file(self, filename: str, bucket: str, key: str) -> Any:
+        self.writes.append(key)
+        return self._client.upload_file(filename, bucket, key)
+
+    def get_object(self, **kwargs: Any) -> Any:
+        self.gets.append(kwargs["Key"])
+        return self._client.get_object(**kwargs)
+
+
+def s3_store(bucket: str, tmp_path: Path, client: Any = None, **kw: Any) -> S3ModelStore:
+    return S3ModelStore(bucket, "lb", cache_dir=tmp_path / "cache", client=client, **kw)
+
+
+def test_files_then_metadata_then_current(s3_client: Any, bucket: str, tmp_path: Path) -> None:
+    recording = Recording(s3_client)
+    store = s3_store(bucket, tmp_path, recording)
+    with store.new_version("1", "m") as staging:
+        (staging.path / "a.bin").write_bytes(b"a")
+        (staging.path / "b.bin").write_bytes(b"b")
+    writes = [key for key in recording.writes if "/.probe/" not in key]
+    base = "lb/projects/1/"
+    assert writes == [
+        base + "reserved/m-v1",
+        base + "versions/m-v1/a.bin",
+        base + "versions/m-v1/b.bin",
+        base + "versions/m-v1/_meta.json",
+        base + "current",
+    ]
+    assert store.prefix == "lb/" and repr(store) == f"S3ModelStore('s3://{bucket}/lb/')"
+
+
+def test_a_failed_upload_leaves_nothing_behind(s3_client: Any, bucket: str, tmp_path: Path) -> None:
+    class FailingSecondUpload(Recording):
+        def upload_file(self, filename: str, bucket: str, key: str) -> Any:
+            if len(self.writes) > 3:  # probe twice, marker, first file: then S3 "fails"
+                raise StoreError("S3 PUT failed: SlowDown")
+            return super().upload_file(filename, bucket, key)
+
+    store = s3_store(bucket, tmp_path, FailingSecondUpload(s3_client))
+    with pytest.raises(StoreError, match="SlowDown"), store.new_version("1", "m") as staging:
+        (staging.path / "a.bin").write_bytes(b"a")
+        (staging.path / "b.bin").write_bytes(b"b")
+    listed = s3_client.list_objects_v2(Bucket=bucket).get("Contents", [])
+    assert [item["Key"] for item in listed] == []  # uploaded file and marker removed
+    assert store.current_name("1") is None and store.versions("1") == []
+
+
+def test_current_name_is_cached_for_its_ttl(
+    s3_client: Any, bucket: str, tmp_path: Path, wait_for: Callable[..., Any]
+) -> None:
+    recording = Recording(s3_client)
+    reader = s3_store(bucket, tmp_path / "r", recording, current_ttl=0.3)
+    writer = s3_store(bucket, tmp_path / "w")
+    assert all(reader.current_name("1") is None for _ in range(200))
+    assert recording.gets.count("lb/projects/1/current") == 1  # one GET, not one per request
+    with writer.new_version("1", "m"):
+        pass
+    assert writer.current_name("1") == "m-v1"  # a process sees its own publish at once
+    began = time.monotonic()
+    wait_for(lambda: reader.current_name("1") == "m-v1", timeout=3, interval=0.02)
+    assert time.monotonic() - began < 1.0
+
+
+def test_a_corrupt_cached_copy_is_downloaded_again(
+    s3_client: Any, bucket: str, tmp_path: Path
+) -> None:
+    store = s3_store(bucket, tmp_path)
+    with store.new_version("1", "m") as staging:
+        (staging.path / "weights.bin").write_bytes(b"\x00" * 1000)
+    folder = store.open_version("1", "m-v1")
+    assert store.open_version("1", "m-v1") == folder
+    (folder / "weights.bin").write_bytes(b"\x01" * 1000)  # damaged on this machine only
+    assert (store.open_version("1", "m-v1") / "weights.bin").read_bytes() == b"\x00" * 1000
+
+
+def test_an_endpoint_without_conditional_writes_is_refused(
+    s3_client: Any, bucket: str, tmp_path: Path
+) -> None:
+    store = s3_store(bucket, tmp_path, Recording(s3_client, conditional=False))
+    with pytest.raises(StoreError, match="ignores conditional writes"), store.new_version("1", "m"):
+        pass
+    assert store.current_name("1") is None
+    listed = s3_client.list_objects_v2(Bucket=bucket).get("Contents", [])
+    assert listed == []  # the probe cleaned up after itself
+
+
+def test_missing_boto3_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setitem(sys.modules, "boto3", None)  # import boto3 -> ImportError
+    with pytest.raises(MissingDependency) as info:
+        S3ModelStore("bucket", cache_dir=tmp_path)
+    assert "labelbridge[s3]" in info.value.detail and "labelbridge[s3]" in (info.value.fix or "")
+
+
+def test_open_store_follows_the_settings(
+    aws_env: str, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert isinstance(open_store(Settings(), tmp_path / "local"), LocalModelStore)
+    monkeypatch.setenv("MODEL_STORE", "s3")
+    with pytest.raises(StoreError, match="MODEL_STORE_S3_BUCKET"):
+        open_store(Settings(), tmp_path)
+    monkeypatch.setenv("MODEL_STORE_S3_BUCKET", bucket)
+    store = open_store(Settings(), tmp_path)
+    assert isinstance(store, S3ModelStore)
+    assert store.prefix == "labelbridge/" and store.current_ttl == 1.0
+    assert store.cache_dir.parent == tmp_path / "models" / ".s3-cache"
+    with store.new_version("1", "m"):
+        pass
+    assert not (tmp_path / "models" / "projects").exists()  # versions live in the bucket
+
+
+# --- a training job publishes into S3; a Backend serves it ---------------------------------
+MODEL_PY = '''
+from collections import Counter
+
+from labelbridge import Model
+
+
+class Majority(Model):
+    """Learns the most frequent choice; predicts it for every task."""
+
+    name = "majority"
+
+    def fit(self, event, data):
+        seen = Counter(
+            item["value"]["choices"][0]
+            for task in data.tasks
+            for annotation in task["annotations"]
+            for item in annotation["result"]
+        )
+        (data.output_dir / "label.txt").write_text(seen.most_common(1)[0][0])
+        return {"labels": len(seen)}
+
+    def load(self, path):
+        return (path / "label.txt").read_text()
+
+    def predict(self, tasks, context):
+        label = context.state or "a"
+        result = {"from_name": "label", "to_name": "text", "type": "choices",
+                  "value": {"choices": [label]}}
+        return [{"result": [result], "score": 0.5} for _ in tasks]
+'''
+CONFIG = (
+    '<View><Text name="text" value="$text"/>'
+    '<Choices name="label" toName="text"><Choice value="a"/><Choice value="b"/></Choices></View>'
+)
+
+
+def annotated(label: str, count: int) -> list[dict[str, Any]]:
+    value = {"choices": [label]}
+    result = [{"from_name": "label", "to_name": "text", "type": "choices", "value": value}]
+    return [
+        {"id": i, "data": {"text": f"t{i}"}, "annotations": [{"id": i, "result": result}]}
+        for i in range(1, count + 1)
+    ]
+
+
+def test_a_training_job_publishes_to_s3_and_the_backend_serves_it(
+    aws_env: str, bucket: str, tmp_path: Path, wait_for: Callable[..., Any]
+) -> None:
+    from labelbridge.jobs import EmbeddedJobQueue, JobState
+    from labelbridge.loader import load_model_class
+    from labelbridge.protocol import PredictRequest, SetupRequest, TrainRequest
+    from labelbridge.service import Backend
+
+    backend_dir = tmp_path / "backend"
+    backend_dir.mkdir()
+    (backend_dir / "model.py").write_text(MODEL_PY)
+    settings = Settings(
+        model_dir=tmp_path / "models",
+        log_dir=tmp_path / "logs",
+        model_store="s3",
+        model_store_s3_bucket=bucket,
+        model_store_s3_prefix="e2e/",
+        model_store_s3_current_ttl=0.2,
+    )
+    queue = EmbeddedJobQueue(settings, tmp_path / "jobs.sqlite3", inline=True)
+    backend = Backend(
+        load_model_class(backend_dir),
+        settings,
+        model_ref=str(backend_dir),
+        backend_dir=backend_dir,
+        queue=queue,
+    )
+    backend.start(wait=True)
+    try:
+        assert isinstance(backend.store, S3ModelStore)
+        backend.setup(SetupRequest(project="3", schema=CONFIG, access_token="tok-e2e"))
+        ask = PredictRequest(project="3", tasks=[{"id": 9, "data": {"text": "x"}}])
+        before = backend.predict(ask)
+        assert before["model_version"] == "majority-v0"
+
+        job = backend.train(TrainRequest(project="3", annotations=annotated("b", 3)))
+        status = backend.job_status(job.job)
+        assert status.job_status is JobState.finished, status
+
+        # another machine's view: the version is in the bucket, not in the local folder
+        other = S3ModelStore(bucket, "e2e/", cache_dir=tmp_path / "elsewhere")
+        assert other.current_name("3") == "majority-v1"
+        meta = other.current("3")
+        assert meta is not None and meta.metrics["labels"] == 1 and meta.job == job.job
+        record = other.get_project("3")
+        assert record is not None and record.label_config == CONFIG
+        assert not (tmp_path / "models" / "projects").exists()
+
+        after = wait_for(
+            lambda: (r := backend.predict(ask))["model_version"] == "majority-v1" and r,
+            timeout=5,
+        )
+        assert after["results"][0]["result"][0]["value"]["choices"] == ["b"]
+    finally:
+        backend.close()
