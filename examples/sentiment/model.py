@@ -17,6 +17,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 
 from labelbridge import Model, PredictContext, TooFewAnnotations, TrainingData
+from labelbridge.results import choice_pairs, choices_prediction, task_value
 
 DATA = Path(__file__).parent / "data"
 
@@ -46,67 +47,43 @@ class SentimentClassifier(Model):
 
     def load(self, path: Path) -> Pipeline:
         with (path / "model.pkl").open("rb") as handle:
-            return pickle.load(handle)  # noqa: S301 - our own artifact, checksummed by the store
+            return pickle.load(handle)
 
     def predict(self, tasks: list[dict[str, Any]], context: PredictContext) -> list[dict[str, Any]]:
         choices = context.label_config.first("Choices", object_tag="Text")
         clf: Pipeline = context.state if context.state is not None else self.base
-        texts = [str(task["data"].get(choices.value_field, "")) for task in tasks]
-        probabilities = clf.predict_proba(texts)
-        classes = list(clf.classes_)
-        allowed = set(choices.labels)
-        out = []
-        for row in probabilities:
-            ranked = sorted(zip(classes, row, strict=True), key=lambda pair: -pair[1])
-            label, score = next(((c, p) for c, p in ranked if c in allowed), (None, 0.0))
-            if label is None:
-                out.append({"result": [], "score": 0.0})
-                continue
-            out.append(
-                {
-                    "result": [
-                        {
-                            "from_name": choices.control.name,
-                            "to_name": choices.object.name,
-                            "type": "choices",
-                            "value": {"choices": [label]},
-                            "score": float(score),
-                        }
-                    ],
-                    "score": float(score),
-                }
-            )
-        return out
+        texts = [str(task_value(task, choices) or "") for task in tasks]
+        return [
+            choices_prediction(choices, dict(zip(clf.classes_, row, strict=True)))
+            for row in clf.predict_proba(texts)
+        ]
 
     def fit(self, event: str, data: TrainingData) -> dict[str, Any]:
         choices = data.label_config.first("Choices", object_tag="Text")
-        texts, labels = [], []
-        for task, annotation in data.annotations():
-            for item in annotation.get("result") or []:
-                if item.get("from_name") == choices.control.name and item.get("type") == "choices":
-                    picked = item.get("value", {}).get("choices") or []
-                    if picked:
-                        texts.append(str(task["data"].get(choices.value_field, "")))
-                        labels.append(picked[0])
+        pairs = choice_pairs(data, choices)
+        texts, labels = [str(text) for text, _ in pairs], [label for _, label in pairs]
         if len(set(labels)) < 2:
             raise TooFewAnnotations(
                 f"{len(labels)} annotation(s) with {len(set(labels))} distinct label(s); "
                 "training needs at least 2 annotations covering 2 labels",
                 fix="annotate a few more tasks with different labels, then train again",
             )
-        usable_seed = [(t, y) for t, y in zip(self.seed_texts, self.seed_labels, strict=True) if y in choices.labels]
+        usable_seed = [
+            (t, y)
+            for t, y in zip(self.seed_texts, self.seed_labels, strict=True)
+            if y in choices.control.label_set
+        ]
         all_texts = texts + [t for t, _ in usable_seed]
         all_labels = labels + [y for _, y in usable_seed]
         clf = _pipeline().fit(all_texts, all_labels)
         with (data.output_dir / "model.pkl").open("wb") as handle:
             pickle.dump(clf, handle)
         metrics: dict[str, Any] = {"trained_on": len(texts), "labels": sorted(set(labels))}
-        holdout = [row for row in self.holdout if row["label"] in choices.labels]
+        holdout = [row for row in self.holdout if row["label"] in choices.control.label_set]
         if holdout:
-            metrics["holdout_accuracy"] = float(clf.score([r["text"] for r in holdout], [r["label"] for r in holdout]))
-            metrics["baseline_accuracy"] = float(
-                self.base.score([r["text"] for r in holdout], [r["label"] for r in holdout])
-            )
+            x, y = [r["text"] for r in holdout], [r["label"] for r in holdout]
+            metrics["holdout_accuracy"] = float(clf.score(x, y))
+            metrics["baseline_accuracy"] = float(self.base.score(x, y))
             metrics["score"] = metrics["holdout_accuracy"]
         data.log.info("trained on %d annotations: %s", len(texts), metrics)
         return metrics

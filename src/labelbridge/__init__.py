@@ -23,6 +23,18 @@ from labelbridge.errors import (
 from labelbridge.label_config import ControlMatch, LabelConfig
 from labelbridge.model import Model, PredictContext, TrainingData
 from labelbridge.protocol import PredictionValue, ResultItem
+from labelbridge.results import (
+    ChoiceExample,
+    Span,
+    SpanExample,
+    choice_examples,
+    choice_pairs,
+    choice_result,
+    choices_prediction,
+    rectangle_result,
+    span_examples,
+    span_result,
+)
 from labelbridge.settings import ConnectorSettings, Settings
 
 __all__ = [
@@ -31,6 +43,7 @@ __all__ = [
     "BackendError",
     "BackendTimeout",
     "BackendUnreachable",
+    "ChoiceExample",
     "ConnectorSettings",
     "ControlMatch",
     "InvalidLabelConfig",
@@ -44,7 +57,16 @@ __all__ = [
     "PredictionValue",
     "ResultItem",
     "Settings",
+    "Span",
+    "SpanExample",
     "TooFewAnnotations",
     "TrainingData",
     "__version__",
+    "choice_examples",
+    "choice_pairs",
+    "choice_result",
+    "choices_prediction",
+    "rectangle_result",
+    "span_examples",
+    "span_result",
 ]

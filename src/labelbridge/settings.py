@@ -7,12 +7,13 @@ overrides (`Settings(**flags)`), they never mutate the environment.
 
 from __future__ import annotations
 
+import json
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["ConnectorSettings", "JobQueueKind", "ModelStoreKind", "Settings", "TrainPolicy"]
 
@@ -36,6 +37,9 @@ class TrainPolicy(str, Enum):
 
 
 def _split_list(value: Any) -> Any:
+    """Lists from the environment: comma separated (`/data,/mnt`) or a JSON list."""
+    if isinstance(value, str) and value.lstrip().startswith("["):
+        return json.loads(value)
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
     return value
@@ -172,10 +176,10 @@ class Settings(BaseSettings):
     )
     asset_max_bytes: int = Field(200 * 1024 * 1024, ge=1, description="Largest asset downloaded.")
     asset_timeout: float = Field(30.0, gt=0, description="Seconds per asset download.")
-    asset_local_roots: list[Path] = Field(
+    asset_local_roots: Annotated[list[Path], NoDecode] = Field(
         default_factory=list, description="Folders local paths may be read from (comma separated)."
     )
-    asset_allowed_hosts: list[str] = Field(
+    asset_allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="If set, only these hosts are fetched (comma separated)."
     )
     asset_allow_private: bool = Field(
