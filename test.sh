@@ -4,6 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 scripts/bootstrap.sh dev
 scripts/ensure_redis.sh
+scripts/ensure_chromium.sh
 .venv/bin/ruff check src tests examples
 .venv/bin/ruff format --check src tests examples
 .venv/bin/mypy

@@ -9,11 +9,12 @@ whole project object in webhooks), `extra_params` may be an object or a string.
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime
 from enum import Enum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 __all__ = [
     "DeleteRequest",
@@ -27,6 +28,8 @@ __all__ = [
     "PredictRequest",
     "PredictResponse",
     "PredictionValue",
+    "PrelabelRequest",
+    "PrelabelResponse",
     "ResultItem",
     "SetupRequest",
     "SetupResponse",
@@ -42,7 +45,11 @@ __all__ = [
     "parse_project_id",
 ]
 
-ProjectRef = str | int | dict[str, Any] | None
+#: a project id as sent: "1.1795540744" or 1; StrictInt so that JSON true/false is refused
+#: instead of becoming project 1/0 (pydantic's lax mode turns booleans into integers)
+ProjectKey = str | StrictInt
+ProjectRef = ProjectKey | dict[str, Any] | None
+_PROJECT_HEAD = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,63}")
 
 
 def parse_project_id(value: ProjectRef) -> str | None:
@@ -54,11 +61,11 @@ def parse_project_id(value: ProjectRef) -> str | None:
         return None if inner is None else parse_project_id(inner)
     if isinstance(value, bool):
         raise ValueError("project must be an id, not a boolean")
-    if isinstance(value, int):
-        return str(value)
     text = str(value).strip()
     head = text.split(".", 1)[0]
-    if not head or len(head) > 64 or not all(c.isalnum() or c in "-_" for c in head):
+    # what the model store accepts as a folder name: ASCII, starting with a letter or digit
+    # (a negative id or a non-ASCII letter used to pass here and fail there with a 500)
+    if not _PROJECT_HEAD.fullmatch(head):
         raise ValueError(f"project {text[:80]!r} is not a Label Studio project id")
     return head
 
@@ -102,7 +109,7 @@ class HealthResponse(_Out):
 
 # --- setup --------------------------------------------------------------------------------
 class SetupRequest(_In):
-    project: str | int | None = None
+    project: ProjectKey | None = None
     label_schema: str | None = Field(None, alias="schema")
     hostname: str | None = None
     access_token: str | None = None
@@ -130,7 +137,7 @@ class PredictParams(_Open):
 
 class PredictRequest(_In):
     tasks: list[dict[str, Any]]
-    project: str | int | None = None
+    project: ProjectKey | None = None
     label_config: str | None = None
     model_version: str | None = None
     params: PredictParams | None = None
@@ -192,6 +199,23 @@ class TrainResponse(_Out):
     status: str = "queued"
 
 
+class PrelabelRequest(_In):
+    """POST /prelabel (a labelbridge addition): pre-annotate a project's tasks in a job."""
+
+    project: ProjectKey
+    filter: Literal["unlabeled", "all", "no-prediction-for-version"] = "unlabeled"
+    batch_size: int = Field(32, ge=1, le=10_000)
+    #: where the job reaches Label Studio, if not LABEL_STUDIO_URL or /setup's hostname
+    label_studio_url: str | None = None
+    #: store under this version instead of the project's current one
+    model_version: str | None = None
+
+
+class PrelabelResponse(_Out):
+    job: str
+    status: str = "queued"
+
+
 class JobState(str, Enum):
     """A job's lifecycle: queued -> started -> finished | failed; queued -> canceled."""
 
@@ -240,12 +264,12 @@ class VersionsResponse(_Out):
 
 
 class DuplicateModelRequest(_In):
-    project_src: str | int
-    project_dst: str | int
+    project_src: ProjectKey
+    project_dst: ProjectKey
 
 
 class DeleteRequest(_In):
-    project: str | int
+    project: ProjectKey
 
 
 class ValidateRequest(_In):

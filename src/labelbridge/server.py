@@ -8,13 +8,20 @@ paths onto whatever backend URL it was given, so `http://host:9090/ner` works).
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
+import contextvars
 import hmac
 import logging
+import os
+import queue
+import threading
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
@@ -22,15 +29,15 @@ import orjson
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import Response
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from labelbridge import __version__
 from labelbridge.errors import AuthenticationRequired, BadRequest, LabelBridgeError
 from labelbridge.logs import mask_secrets
+from labelbridge.metrics import SharedMetrics
 from labelbridge.protocol import (
     DeleteRequest,
     DuplicateModelRequest,
@@ -40,6 +47,8 @@ from labelbridge.protocol import (
     JobStatusResponse,
     PredictRequest,
     PredictResponse,
+    PrelabelRequest,
+    PrelabelResponse,
     SetupRequest,
     SetupResponse,
     TrainRequest,
@@ -52,6 +61,7 @@ from labelbridge.protocol import (
 )
 from labelbridge.service import Backend
 from labelbridge.settings import Settings
+from labelbridge.status import RequestRing, make_status_router
 
 __all__ = ["create_app", "make_router"]
 
@@ -60,11 +70,26 @@ M = TypeVar("M", bound=BaseModel)
 
 #: routes that answer without credentials (health reveals nothing secret)
 _OPEN_PATHS = ("/", "/health")
+#: polled by the status page itself and by monitors: kept out of "recent requests"
+_QUIET_ROUTES = frozenset({"/status.json", "/metrics"})
+#: inference and training requests: one INFO line each in uwsgi.log (all requests with --debug)
+_LOGGED_ROUTES = frozenset({"/predict", "/train", "/webhook"})
+#: how much of a request body --debug logs
+_DEBUG_BODY_BYTES = 4096
+#: how long a replacement worker waits for its model before it serves anyway
+_REPLACEMENT_LOAD_WAIT = 3600.0
+#: set by the production supervisor in the environment of workers that replace another
+REPLACEMENT_ENV = "LABELBRIDGE_REPLACEMENT"
+#: the supervisor's shared folder for metrics across workers
+METRICS_DIR_ENV = "LABELBRIDGE_METRICS_DIR"
 _BODY_MODELS: list[type[BaseModel]] = []
 
 
-class ORJSONResponse(Response):
-    """JSON rendered by orjson: several times faster than the stdlib for large predict answers."""
+class ORJSONResponse(JSONResponse):
+    """JSON rendered by orjson: several times faster than the stdlib for large predict answers.
+
+    A JSONResponse subclass so that OpenAPI documents 200 answers as their model alone (a
+    plain Response made FastAPI add `type: string` beside the model's $ref)."""
 
     media_type = "application/json"
 
@@ -89,14 +114,18 @@ async def _parse(request: Request, model: type[M]) -> M:
     if not raw.strip():
         raise BadRequest("the request body is empty; a JSON object is expected", field="body")
     try:
-        return model.model_validate_json(raw)
+        # orjson is strict RFC 8259 JSON: NaN, Infinity and overflowing numbers (1e309) are
+        # refused here, as Label Studio never sends them; pydantic's own JSON parser would
+        # let them through as non-finite floats. Costs ~10-20% more than model_validate_json
+        # on a 20k-task body (~20 ms), nothing measurable on small ones.
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}", field="body") from None
+    try:
+        return model.model_validate(data)
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
         first = errors[0]
-        if first.get("type") == "json_invalid":
-            raise BadRequest(
-                f"the body is not valid JSON: {first.get('msg')}", field="body"
-            ) from None
         field = _field_of(first) or "body"
         detail = "; ".join(f"{_field_of(e) or 'body'}: {e.get('msg')}" for e in errors[:5])
         err = BadRequest(detail, field=field)
@@ -115,26 +144,103 @@ def _body(model: type[BaseModel]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
 
 
-def _responses(model: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
+def _error_doc(description: str) -> dict[str, Any]:
+    ref = {"$ref": "#/components/schemas/ErrorResponse"}
+    return {"description": description, "content": {"application/json": {"schema": ref}}}
+
+
+def _responses(model: type[BaseModel], status: int = 200) -> dict[int | str, dict[str, Any]]:
     return {
-        200: {"model": model},
+        status: {"model": model},
         "4XX": {"model": ErrorResponse, "description": "Bad input"},
         "5XX": {"model": ErrorResponse, "description": "Server or model error"},
     }
 
 
+def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+class _ThreadPool:
+    """At most `size` threads for the blocking calls (the model's predict() above all).
+
+    Why not anyio.to_thread.run_sync: per call it enters a cancel scope, acquires a
+    CapacityLimiter and finds its pool through a RunVar, 40-80 us of the event loop's time on
+    a busy core: more than a bare uvicorn app spends on a whole request (bench/NOTES.md). Here
+    a call is a SimpleQueue.put and one call_soon_threadsafe back. contextvars are copied as
+    anyio does. Threads start on demand and stop after `idle_timeout` s without work.
+    """
+
+    def __init__(self, size: int, idle_timeout: float = 30.0) -> None:
+        self.size = size
+        self.idle_timeout = idle_timeout
+        self._queue: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._idle = threading.Semaphore(0)  # one token per thread waiting for work
+        self._lock = threading.Lock()
+        self._count = 0
+
+    async def run(self, func: Callable[..., Any], *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._queue.put((contextvars.copy_context(), func, args, loop, future))
+        if not self._idle.acquire(blocking=False):
+            self._grow()
+        return await future
+
+    def _grow(self) -> None:
+        with self._lock:
+            if self._count >= self.size:
+                return
+            self._count += 1
+        threading.Thread(target=self._work, name="labelbridge-call", daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            try:
+                item = self._queue.get(timeout=self.idle_timeout)
+            except queue.Empty:
+                if not self._idle.acquire(blocking=False):
+                    continue  # a caller counts on this thread: stay
+                with self._lock:
+                    self._count -= 1
+                if not self._queue.empty():  # work came in while this thread was leaving
+                    self._grow()
+                return
+            context, func, args, loop, future = item
+            del item
+            error: BaseException | None = None
+            result: Any = None
+            try:
+                result = context.run(func, *args)
+            except BaseException as exc:
+                error = exc
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(_resolve, future, result, error)
+            del context, func, args, loop, future, result, error
+            self._idle.release()
+
+
 def make_router(backend: Backend) -> APIRouter:
     """The protocol's routes for one backend."""
     router = APIRouter()
-    limiter = anyio.CapacityLimiter(backend.settings.threads)
+    pool = _ThreadPool(backend.settings.threads)
 
     async def in_thread(func: Callable[..., Any], *args: Any) -> Any:
-        return await anyio.to_thread.run_sync(func, *args, limiter=limiter)
+        return await pool.run(func, *args)
 
     @router.get("/", include_in_schema=False)
     @router.get("/health", responses=_responses(HealthResponse))
-    async def health() -> ORJSONResponse:
-        return _json(backend.health())
+    async def health(request: Request) -> ORJSONResponse:
+        answer = backend.health()
+        if not request.scope.get("labelbridge.authenticated", True):
+            # states only: error texts may name files, hosts or the Redis URL
+            answer = answer.model_copy(update={"model_error": None, "queue_error": None})
+        return _json(answer)
 
     @router.post("/setup", openapi_extra=_body(SetupRequest), responses=_responses(SetupResponse))
     async def setup(request: Request) -> ORJSONResponse:
@@ -155,7 +261,12 @@ def make_router(backend: Backend) -> APIRouter:
         authenticated = request.scope.get("labelbridge.authenticated", True)
         return _json(await in_thread(lambda: backend.webhook(event, authenticated=authenticated)))
 
-    @router.post("/train", openapi_extra=_body(TrainRequest), responses=_responses(TrainResponse))
+    @router.post(
+        "/train",
+        status_code=201,
+        openapi_extra=_body(TrainRequest),
+        responses=_responses(TrainResponse, 201),
+    )
     async def train(request: Request) -> ORJSONResponse:
         return _json(await in_thread(backend.train, await _parse(request, TrainRequest)), 201)
 
@@ -171,6 +282,17 @@ def make_router(backend: Backend) -> APIRouter:
     async def job_status(request: Request) -> ORJSONResponse:
         body = await _parse(request, JobStatusRequest)
         return _json(await in_thread(backend.job_status, body.job))
+
+    @router.post(
+        "/prelabel",
+        status_code=201,
+        openapi_extra=_body(PrelabelRequest),
+        responses=_responses(PrelabelResponse, 201),
+    )
+    async def prelabel(request: Request) -> ORJSONResponse:
+        """Pre-annotate the project's tasks in a job (see `labelbridge prelabel`)."""
+        body = await _parse(request, PrelabelRequest)
+        return _json(await in_thread(backend.prelabel, body), 201)
 
     @router.post("/duplicate_model", openapi_extra=_body(DuplicateModelRequest))
     async def duplicate_model(request: Request) -> ORJSONResponse:
@@ -188,20 +310,25 @@ def make_router(backend: Backend) -> APIRouter:
     async def validate(request: Request) -> ORJSONResponse:
         return _json(backend.validate(await _parse(request, ValidateRequest)))
 
-    @router.get("/metrics", response_class=PlainTextResponse)
-    async def metrics() -> PlainTextResponse:
-        return PlainTextResponse(backend.metrics.render(), media_type="text/plain; version=0.0.4")
-
     return router
 
 
 class _Gate:
     """Pure ASGI middleware: body size limit, auth, request metrics. Cheap on the hot path."""
 
-    def __init__(self, app: ASGIApp, settings: Settings, backends: Mapping[str, Backend]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        settings: Settings,
+        backends: Mapping[str, Backend],
+        rings: Mapping[str, RequestRing],
+        known_paths: frozenset[str],
+    ) -> None:
         self.app = app
+        self.known_paths = known_paths
         self.settings = settings
         self.backends = backends
+        self.rings = rings
         self.max_body = settings.max_body_bytes
         user = settings.basic_auth_user or ""
         password = settings.basic_auth_pass.get_secret_value() if settings.basic_auth_pass else ""
@@ -222,22 +349,23 @@ class _Gate:
             return hmac.compare_digest(credentials.strip(), self.bearer)
         return False
 
-    def _backend_path(self, path: str) -> tuple[Backend | None, str]:
+    def _backend_path(self, path: str) -> tuple[str, Backend | None, str]:
         for prefix, backend in self.backends.items():
             if prefix and (path == prefix or path.startswith(prefix + "/")):
-                return backend, path[len(prefix) :] or "/"
-        return self.backends.get(""), path
+                return prefix, backend, path[len(prefix) :] or "/"
+        return "", self.backends.get(""), path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        backend, route = self._backend_path(scope["path"])
+        prefix, backend, route = self._backend_path(scope["path"])
         headers = scope["headers"]
         if self.basic is not None or self.bearer is not None:
             ok = self._authorized(headers)
-            if not ok and route == "/webhook":
-                # Label Studio sends webhooks without credentials: accept them as a hint only
+            if not ok and (route == "/webhook" or route in _OPEN_PATHS):
+                # Label Studio sends webhooks without credentials: accept them as a hint only;
+                # health answers anyone, but an anonymous caller gets no error details
                 scope["labelbridge.authenticated"] = False
             elif not ok and route not in _OPEN_PATHS:
                 await _send_error(
@@ -258,13 +386,18 @@ class _Gate:
         received = 0
         max_body = self.max_body
 
+        debug_body: list[bytes] | None = [] if self.settings.debug else None
+
         async def limited_receive() -> Message:
             nonlocal received
             message = await receive()
             if message["type"] == "http.request":
-                received += len(message.get("body", b""))
+                chunk = message.get("body", b"")
+                received += len(chunk)
                 if received > max_body:
                     raise _BodyTooLarge
+                if debug_body is not None and received - len(chunk) < _DEBUG_BODY_BYTES:
+                    debug_body.append(chunk)
             return message
 
         async def send_wrapper(message: Message) -> None:
@@ -279,23 +412,50 @@ class _Gate:
             status = 413
             await _send_error(send, _too_large(max_body))
         finally:
+            elapsed = time.perf_counter() - began
             if backend is not None:
-                elapsed = time.perf_counter() - began
+                # unknown paths share one label: a scanner must not grow the series without end
+                label = route if scope["path"] in self.known_paths else "other"
                 backend.metrics.observe(
-                    "labelbridge_request_seconds", "Request latency by route.", elapsed, route=route
+                    "labelbridge_request_seconds", "Request latency by route.", elapsed, route=label
                 )
                 backend.metrics.inc(
                     "labelbridge_requests_total",
                     "Requests by route and status.",
-                    route=route,
+                    route=label,
                     status=str(status),
                 )
-            if self.settings.debug:
-                log.debug("%s %s -> %s", scope["method"], mask_secrets(scope["path"]), status)
+            ring = self.rings.get(prefix)
+            if ring is not None and route not in _QUIET_ROUTES:
+                ring.add(scope["method"], scope["path"], status, elapsed)
+            if debug_body is not None:
+                _log_debug(scope, status, elapsed, b"".join(debug_body))
+            elif route in _LOGGED_ROUTES:
+                log.info(
+                    "%s %s -> %s in %.1f ms",
+                    scope["method"],
+                    mask_secrets(scope["path"]),
+                    status,
+                    elapsed * 1000,
+                )
 
 
 class _BodyTooLarge(Exception):
     pass
+
+
+def _log_debug(scope: Scope, status: int, elapsed: float, body: bytes) -> None:
+    """--debug: the request line and its body, secrets masked, long bodies cut."""
+    text = body[:_DEBUG_BODY_BYTES].decode("utf-8", "replace")
+    more = f" ... ({len(body)} bytes)" if len(body) > _DEBUG_BODY_BYTES else ""
+    log.debug(
+        "%s %s -> %s in %.1f ms%s",
+        scope["method"],
+        mask_secrets(scope["path"]),
+        status,
+        elapsed * 1000,
+        f" body: {mask_secrets(text)}{more}" if text else "",
+    )
 
 
 def _too_large(limit: int) -> LabelBridgeError:
@@ -317,6 +477,46 @@ async def _send_error(send: Send, exc: LabelBridgeError, *, www_auth: bool = Fal
     await send({"type": "http.response.body", "body": body})
 
 
+async def _gate_on_model(backends: Iterable[Backend]) -> None:
+    """A worker that replaces a recycled or dead one takes no traffic before its model loads.
+
+    Only replacements wait (the supervisor marks them): while the first workers load, nobody
+    else could answer, and /health must answer with JSON at once or Label Studio marks the
+    backend Disconnected. A replacement's siblings serve meanwhile, so holding back its lifespan
+    startup (uvicorn accepts only after it) costs nothing. A model that fails to load does not
+    fail the startup: uvicorn's supervisor would stop altogether; /health reports it instead."""
+    for backend in backends:
+        try:
+            await anyio.to_thread.run_sync(backend.wait_ready, _REPLACEMENT_LOAD_WAIT)
+        except LabelBridgeError as exc:
+            log.error("replacement worker serving without its model: %s", exc.detail)
+
+
+def _telemetry_options() -> dict[str, Any]:
+    """FastAPI's OpenTelemetry bridge (FastAPI >= 0.16x) asks the global providers on every
+    request whether to trace: environment look-ups worth ~10% of a small /predict
+    (bench/NOTES.md). Keep it when OpenTelemetry is set up for this process (an OTEL_*
+    variable, or a provider installed before the app is made, e.g. by model.py), else off."""
+    import inspect
+
+    if "telemetry" not in inspect.signature(FastAPI.__init__).parameters:
+        return {}
+    if any(name.startswith("OTEL_") for name in os.environ):
+        return {}
+    try:
+        from opentelemetry import _logs, metrics, trace
+    except ImportError:
+        return {}
+    providers = (
+        trace.get_tracer_provider(),
+        metrics.get_meter_provider(),
+        _logs.get_logger_provider(),
+    )
+    if any(not type(p).__name__.startswith(("Proxy", "_Proxy")) for p in providers):
+        return {}
+    return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+
+
 def create_app(backends: Backend | Mapping[str, Backend]) -> FastAPI:
     """A FastAPI app serving one backend at `/`, or several under their prefixes."""
     mounted: dict[str, Backend] = (
@@ -327,13 +527,26 @@ def create_app(backends: Backend | Mapping[str, Backend]) -> FastAPI:
     settings = next(iter(mounted.values())).settings
     debug = settings.debug
 
+    shared_root = os.environ.get(METRICS_DIR_ENV)
+    shared: dict[str, SharedMetrics] = {}
+    if shared_root:
+        for index, (prefix, backend) in enumerate(mounted.items()):
+            shared[prefix] = SharedMetrics(Path(shared_root) / str(index), backend.metrics)
+    rings = {prefix: RequestRing() for prefix in mounted}
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> Any:
         for backend in mounted.values():
             backend.start()
+        for sharer in shared.values():
+            sharer.start()
+        if os.environ.get(REPLACEMENT_ENV) == "1":
+            await _gate_on_model(mounted.values())
         try:
             yield
         finally:
+            for sharer in shared.values():
+                sharer.stop()
             for backend in mounted.values():
                 backend.close()
 
@@ -343,9 +556,16 @@ def create_app(backends: Backend | Mapping[str, Backend]) -> FastAPI:
         lifespan=lifespan,
         default_response_class=ORJSONResponse,
         redoc_url=None,
+        **_telemetry_options(),
     )
+    known_paths: set[str] = set()
     for prefix, backend in mounted.items():
-        app.include_router(make_router(backend), prefix=prefix)
+        for router in (
+            make_router(backend),
+            make_status_router(backend, rings[prefix], shared.get(prefix)),
+        ):
+            app.include_router(router, prefix=prefix)
+            known_paths.update(prefix + str(getattr(r, "path", "")) for r in router.routes)
 
     @app.exception_handler(LabelBridgeError)
     async def _ours(_: Request, exc: LabelBridgeError) -> ORJSONResponse:
@@ -366,7 +586,9 @@ def create_app(backends: Backend | Mapping[str, Backend]) -> FastAPI:
     async def _http(_: Request, exc: StarletteHTTPException) -> ORJSONResponse:
         name = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "HTTPError")
         return ORJSONResponse(
-            {"error": name, "detail": str(exc.detail)}, status_code=exc.status_code
+            {"error": name, "detail": str(exc.detail)},
+            status_code=exc.status_code,
+            headers=exc.headers,  # a 405 keeps its Allow header
         )
 
     @app.exception_handler(Exception)
@@ -387,11 +609,19 @@ def create_app(backends: Backend | Mapping[str, Backend]) -> FastAPI:
             for name, sub in body_schema.pop("$defs", {}).items():
                 components.setdefault(name, sub)
             components.setdefault(model.__name__, body_schema)
+        # any route may answer 401 (auth), 413 (body size) or a 5xx: always our error JSON
+        components.setdefault("ErrorResponse", ErrorResponse.model_json_schema())
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                for code, description in (("4XX", "Bad input"), ("5XX", "Server error")):
+                    operation.setdefault("responses", {}).setdefault(code, _error_doc(description))
         app.openapi_schema = schema
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-    app.add_middleware(_Gate, settings=settings, backends=mounted)
+    app.add_middleware(
+        _Gate, settings=settings, backends=mounted, rings=rings, known_paths=frozenset(known_paths)
+    )
     return app
 
 
@@ -405,8 +635,6 @@ def build_app(
     class_name: str | None = None,
 ) -> FastAPI:
     """Load the model class from a backend folder (or module:Class) and serve it."""
-    from pathlib import Path
-
     from labelbridge.loader import load_model_class, model_ref_for
 
     ref = model_ref_for(target)
@@ -419,14 +647,15 @@ def build_app(
 def app_from_env() -> FastAPI:
     """Factory for worker processes: the CLI passes its choices in one environment variable."""
     import json
-    import os
 
     from labelbridge.logs import configure_logging
 
     spec = json.loads(os.environ[_SERVE_ENV])
     settings = Settings(**spec["overrides"])
-    configure_logging(
-        settings,
-        backend_dir=spec.get("backend_dir") and __import__("pathlib").Path(spec["backend_dir"]),
-    )
+    backend_dir = Path(spec["backend_dir"]) if spec.get("backend_dir") else None
+    configure_logging(settings, backend_dir=backend_dir)
+    if spec.get("backends"):  # several models, each under /<name> (see labelbridge.multi)
+        from labelbridge.multi import build_multi_app
+
+        return build_multi_app(spec["backends"], settings)
     return build_app(spec["target"], settings, class_name=spec.get("class_name"))

@@ -407,6 +407,10 @@ class Backend:
         project = _project_or_error(project_ref) if project_ref is not None else None
         if project is None:
             return WebhookResponse(status="ignored", detail=f"{action}: no project in the event")
+        if not authenticated and self._record(project) is None:
+            # an anonymous event is a hint for a project we serve, never more: else anyone could
+            # queue training jobs for any number of made-up projects
+            return WebhookResponse(status="ignored", detail=f"{action}: unknown project {project}")
         if authenticated and isinstance(event.project, dict) and event.project.get("label_config"):
             self._remember_config(project, str(event.project["label_config"]))
         if action in TRAIN_EVENTS:
@@ -493,8 +497,8 @@ class Backend:
                 fix="set LABEL_STUDIO_URL, or enable API_TOKEN or basic auth on the backend",
             )
         params = request.model_dump(exclude={"project"}, exclude_none=True)
-        record_ = self.queue.submit(self._spec(project, "PRELABEL", kind="prelabel", params=params))
-        return PrelabelResponse(job=record_.id, status=record_.state.value)
+        job = self.queue.submit(self._spec(project, "PRELABEL", kind="prelabel", params=params))
+        return PrelabelResponse(job=job.id, status=job.state.value)
 
     # --- versions and projects ----------------------------------------------------------
     def versions(self, project: str | None = None) -> VersionsResponse:

@@ -6,8 +6,10 @@ What it does like the real one (see /work/shared/protocol/README.md):
   `exp` `access_ttl` seconds ahead; expired or revoked access tokens are 401.
 - projects, tasks paging (`/api/tasks/?project=&page=&page_size=&fields=&query=` answering
   `{"tasks", "total", "total_annotations", "total_predictions"}`, 404 past the last page),
-  annotations, predictions (single and bulk import), the JSON export, `/data/upload/...`,
-  `/data/local-files/?d=...` and `/tasks/<id>/presign/?fileuri=<base64url>`.
+  annotations, predictions (single and bulk import, the model-versions counts), the JSON
+  export, `/data/upload/...`, `/data/local-files/?d=...` and
+  `/tasks/<id>/presign/?fileuri=<base64url>`. Knobs: `delays`, `lost_import_answers` (a bulk
+  import stores, then answers 500), `rejected_tasks` (a bulk import with them answers 400).
 
 Every request is recorded (`hits(path)`), so tests can count downloads and token refreshes.
 
@@ -94,6 +96,10 @@ class FakeLabelStudio:
         self.predictions: dict[int, dict[str, Any]] = {}
         self.uploads: dict[str, bytes] = {}
         self.delays: dict[str, float] = {}  # path -> seconds to wait before answering
+        #: bulk imports that store, then answer 500 as if the answer was lost (next N calls)
+        self.lost_import_answers = 0
+        #: tasks whose predictions the bulk import rejects with 400 (the whole batch)
+        self.rejected_tasks: set[int] = set()
         self.presign_handler: Callable[[str], str | bytes | None] | None = None
         self.requests: list[tuple[str, str]] = []
         self._ids = {k: itertools.count(1) for k in ("project", "task", "annotation", "prediction")}
@@ -284,6 +290,7 @@ class FakeLabelStudio:
             Route("/api/current-user/whoami", guarded(self._whoami)),
             Route("/api/projects/{pid:int}/", guarded(self._project)),
             Route("/api/projects/{pid:int}/export", guarded(self._export)),
+            Route("/api/projects/{pid:int}/model-versions/", guarded(self._model_versions)),
             Route(
                 "/api/projects/{pid:int}/import/predictions",
                 guarded(self._import_predictions),
@@ -349,6 +356,9 @@ class FakeLabelStudio:
         rows = [self.serialize_task(t, full=full) for t in tasks]
         for item in (query.get("filters") or {}).get("items", []):  # numeric task fields only
             field = item["filter"].removeprefix("filter:tasks:")
+            if field == "predictions_model_versions":  # Label Studio matches by substring
+                rows = [r for r in rows if self._has_version(r, item)]
+                continue
             op = {
                 "equal": lambda a, b: a == b,
                 "greater": lambda a, b: a > b,
@@ -409,13 +419,30 @@ class FakeLabelStudio:
     def _import_predictions(self, request: Request, body: list[dict[str, Any]]) -> Response:
         pid = request.path_params["pid"]
         ids = {t["id"] for t in self.tasks.values() if t["project"] == pid}
-        bad = [item for item in body if item.get("task") not in ids]
+        bad = [item for item in body if item.get("task") not in ids - self.rejected_tasks]
         if bad:
             detail = f'{bad[0]} contains invalid "task" field'
             return JSONResponse({"detail": "Validation error", "validation_errors": [detail]}, 400)
         for item in body:
             self.add_prediction(item)
+        if self.lost_import_answers > 0:
+            self.lost_import_answers -= 1
+            return JSONResponse({"detail": "Server error"}, status_code=500)
         return JSONResponse({"created": len(body)}, status_code=201)
+
+    def _has_version(self, row: dict[str, Any], item: dict[str, Any]) -> bool:
+        versions = [p["model_version"] for p in self.predictions.values() if p["task"] == row["id"]]
+        hit = any(value in version for value in item["value"] for version in versions)
+        return hit if item["operator"] == "contains" else not hit
+
+    def _model_versions(self, request: Request) -> Response:
+        pid = request.path_params["pid"]
+        if pid not in self.projects:
+            return _not_found()
+        counts = Counter(
+            p["model_version"] for p in self.predictions.values() if p["project"] == pid
+        )
+        return JSONResponse(dict(counts))
 
     def _export(self, request: Request) -> Response:
         pid = request.path_params["pid"]

@@ -30,8 +30,13 @@ def render(name: str) -> dict[str, str]:
     if class_name[0].isdigit():
         class_name = f"Model{class_name}"
     templates = resources.files("labelbridge") / "templates"
-    values = {"name": name, "slug": slug, "class_name": class_name}
-    return {target: (templates / source).read_text(encoding="utf-8").format(**values) for source, target in FILES.items()}
+    from labelbridge import __version__
+
+    values = {"name": name, "slug": slug, "class_name": class_name, "version": __version__}
+    return {
+        target: (templates / source).read_text(encoding="utf-8").format(**values)
+        for source, target in FILES.items()
+    }
 
 
 @app.command()
@@ -44,7 +49,9 @@ def init(
     files = render(folder.name)
     existing = [f for f in files if (folder / f).exists()]
     if existing and not force:
-        typer.secho(f"error: {folder} already has {', '.join(existing)} (use --force)", fg="red", err=True)
+        typer.secho(
+            f"error: {folder} already has {', '.join(existing)} (use --force)", fg="red", err=True
+        )
         raise typer.Exit(2)
     folder.mkdir(parents=True, exist_ok=True)
     for target, text in files.items():

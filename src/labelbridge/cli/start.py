@@ -1,9 +1,39 @@
-"""`labelbridge start`: serve a backend folder to Label Studio."""
+"""`labelbridge start`: serve a backend folder to Label Studio.
+
+Development (default): one process, logs on the console. Production (`--production` or
+PRODUCTION=true): uvicorn's own supervisor runs WORKERS worker processes on one socket.
+
+Why uvicorn's supervisor rather than gunicorn with uvicorn workers:
+- `uvicorn.workers.UvicornWorker` is deprecated in the installed uvicorn (it warns and points
+  to the separate `uvicorn-worker` package); gunicorn would be a second server stack to keep in
+  step with the one development uses.
+- Gunicorn's worker timeout counts on a heartbeat that a uvicorn worker only sends from its
+  main loop, after startup: a replacement worker that holds its startup until its model is
+  loaded (below) would be killed as hung unless the timeout is turned off. Uvicorn's supervisor
+  pings workers through a pipe answered by a thread of their own, so a long load is not a hang.
+- Uvicorn (>= 0.30) already restarts a worker that died, recycles workers after
+  `limit_max_requests` (with jitter, so they don't all go at once), gives each worker
+  `timeout_graceful_shutdown` to finish requests in flight, and on SIGHUP replaces workers one
+  by one, each only once the new one has finished its startup.
+What we add (`_Supervisor`): replacement workers are marked (see the model load gating in
+`labelbridge.server`), the wait for workers at shutdown is bounded, and a shared folder for
+metrics across workers (see `labelbridge.metrics`) lives as long as the server.
+
+The model is loaded once per worker: the app factory builds one `Backend` per process, which
+runs setup() in a background thread at startup.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import json
+import logging
+import math
 import os
+import shutil
+import tempfile
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,24 +43,99 @@ from labelbridge.cli._app import app
 from labelbridge.errors import LabelBridgeError
 from labelbridge.settings import Settings
 
+log = logging.getLogger("labelbridge.server")
+
+APP_FACTORY = "labelbridge.server:app_from_env"
+
 
 def _overrides(**flags: Any) -> dict[str, Any]:
     return {k: v for k, v in flags.items() if v is not None}
 
 
+def _uvicorn_config(settings: Settings, *, workers: int) -> Any:
+    """The uvicorn Config for this run; options the installed uvicorn lacks are left out."""
+    import uvicorn
+
+    options: dict[str, Any] = {
+        "factory": True,
+        "host": settings.host,
+        "port": settings.port,
+        "workers": workers,
+        "log_config": None,
+        "access_log": settings.debug,
+        "timeout_graceful_shutdown": max(1, math.ceil(settings.graceful_timeout)),
+    }
+    if settings.production and settings.max_requests:
+        options["limit_max_requests"] = settings.max_requests
+        options["limit_max_requests_jitter"] = settings.max_requests // 10
+    accepted = inspect.signature(uvicorn.Config).parameters
+    return uvicorn.Config(APP_FACTORY, **{k: v for k, v in options.items() if k in accepted})
+
+
+def _supervise(settings: Settings) -> None:
+    """Production: WORKERS processes under uvicorn's supervisor (see the module docstring)."""
+    from uvicorn.supervisors import Multiprocess
+
+    from labelbridge.server import METRICS_DIR_ENV, REPLACEMENT_ENV
+
+    class _Supervisor(Multiprocess):
+        def init_processes(self) -> None:
+            super().init_processes()
+            # every worker started from now on replaces one: it waits for its model. With a
+            # single worker there is nobody to cover for it, so it answers /health at once.
+            if settings.workers > 1:
+                os.environ[REPLACEMENT_ENV] = "1"
+
+        def join_all(self) -> None:
+            """Wait for workers to finish their requests, but not forever."""
+            deadline = time.monotonic() + settings.graceful_timeout + 10
+            for process in self.processes:
+                process.process.join(max(0.0, deadline - time.monotonic()))
+                if process.process.is_alive():
+                    log.error("worker %s did not stop in time: killed", process.pid)
+                    process.process.kill()
+                    process.process.join(5)
+
+    config = _uvicorn_config(settings, workers=settings.workers)
+    metrics_dir = tempfile.mkdtemp(prefix="labelbridge-metrics-")
+    os.environ[METRICS_DIR_ENV] = metrics_dir
+    os.environ.pop(REPLACEMENT_ENV, None)
+    sock = config.bind_socket()
+    try:
+        _Supervisor(config, sockets=[sock]).run()
+    finally:
+        sock.close()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        with contextlib.suppress(KeyError):
+            del os.environ[METRICS_DIR_ENV]
+
+
 @app.command()
 def start(
-    backend: Annotated[str, typer.Argument(help="Backend folder with model.py, or module:Class.")] = ".",
+    backend: Annotated[
+        str, typer.Argument(help="Backend folder with model.py, or module:Class.")
+    ] = ".",
     host: Annotated[str | None, typer.Option(help="Bind address [env HOST].")] = None,
     port: Annotated[int | None, typer.Option(help="Port [env PORT].")] = None,
-    debug: Annotated[bool | None, typer.Option("--debug/--no-debug", help="Detailed logs [env DEBUG].")] = None,
-    production: Annotated[
-        bool | None, typer.Option("--production/--development", help="Worker processes, logs to files [env PRODUCTION].")
+    debug: Annotated[
+        bool | None, typer.Option("--debug/--no-debug", help="Detailed logs [env DEBUG].")
     ] = None,
-    workers: Annotated[int | None, typer.Option(help="Worker processes in production [env WORKERS].")] = None,
-    model_dir: Annotated[Path | None, typer.Option(help="Model store folder [env MODEL_DIR].")] = None,
+    production: Annotated[
+        bool | None,
+        typer.Option(
+            "--production/--development", help="Worker processes, logs to files [env PRODUCTION]."
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes in production [env WORKERS].")
+    ] = None,
+    model_dir: Annotated[
+        Path | None, typer.Option(help="Model store folder [env MODEL_DIR].")
+    ] = None,
     log_dir: Annotated[Path | None, typer.Option(help="Log folder [env LOG_DIR].")] = None,
-    model_class: Annotated[str | None, typer.Option(help="Class name when model.py defines several.")] = None,
+    model_class: Annotated[
+        str | None, typer.Option(help="Class name when model.py defines several.")
+    ] = None,
 ) -> None:
     """Start the ML backend server; Label Studio connects to http://HOST:PORT."""
     import uvicorn
@@ -42,12 +147,18 @@ def start(
     backend_dir = Path(target) if Path(target).is_dir() else None
     base = Settings()
     flags = _overrides(
-        host=host, port=port, debug=debug, production=production, workers=workers, model_dir=model_dir, log_dir=log_dir
+        host=host,
+        port=port,
+        debug=debug,
+        production=production,
+        workers=workers,
+        model_dir=model_dir,
+        log_dir=log_dir,
     )
     if base.model_dir is None and model_dir is None:
-        flags["model_dir"] = (backend_dir or Path.cwd()) / "models"
+        flags["model_dir"] = ((backend_dir or Path.cwd()) / "models").absolute()
     if base.log_dir is None and log_dir is None:
-        flags["log_dir"] = (backend_dir or Path.cwd()) / "logs"
+        flags["log_dir"] = ((backend_dir or Path.cwd()) / "logs").absolute()
     settings = base.model_copy(update=flags)
     settings = Settings.model_validate(settings.model_dump())
     configure_logging(settings, backend_dir=backend_dir)
@@ -65,17 +176,15 @@ def start(
         }
     )
     workers_n = settings.workers if settings.production else 1
-    typer.echo(f"labelbridge: serving {target} on http://{settings.host}:{settings.port} ({workers_n} worker(s))")
-    uvicorn.run(
-        "labelbridge.server:app_from_env",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=workers_n,
-        log_config=None,
-        access_log=settings.debug,
-        limit_max_requests=settings.max_requests or None,
-        timeout_graceful_shutdown=int(settings.graceful_timeout),
-        loop="auto",
-        http="auto",
-    )
+    where = f"http://{settings.host}:{settings.port}"
+    if settings.production:
+        log_folder = settings.resolved_log_dir(backend_dir)
+        typer.echo(
+            f"labelbridge: serving {target} on {where} ({workers_n} worker(s)); "
+            f"logs in {log_folder}/uwsgi.log and rq.log"
+        )
+        log.info("serving %s on %s with %d worker(s)", target, where, workers_n)
+        _supervise(settings)
+        return
+    typer.echo(f"labelbridge: serving {target} on {where} (development, 1 process)")
+    uvicorn.Server(_uvicorn_config(settings, workers=1)).run()

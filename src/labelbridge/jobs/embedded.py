@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from labelbridge.errors import UnknownJob
+from labelbridge.errors import QueueUnavailable, UnknownJob
 from labelbridge.jobs._base import JobRecord, JobSpec, JobState
 from labelbridge.jobs._common import (
     HOSTNAME,
@@ -92,6 +92,8 @@ class _Running:
     started: float
     stop_reason: str | None = None  # set when we stop it: "timeout" or "shutdown"
     kill_at: float | None = None  # SIGKILL after the SIGTERM grace period
+    exit: tuple[int, Any] | None = None  # (wait status, rusage) once the process has ended
+    note: str | None = None  # said about the disk when it ended, kept for a later retry
 
 
 def _row_to_record(row: sqlite3.Row) -> JobRecord:
@@ -158,15 +160,27 @@ class EmbeddedJobQueue:
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction that takes the database's write lock at once."""
+        """A write transaction that takes the database's write lock at once.
+
+        A write that fails (a full disk: "database or disk is full"; a lock held too long)
+        becomes QueueUnavailable, which names the database and what to do. ROLLBACK only while
+        a transaction is open: SQLite rolls back by itself on a full disk, and a second
+        ROLLBACK would raise "no transaction is active" and hide the real error."""
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
         try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.OperationalError as exc:
+            raise QueueUnavailable(
+                f"the job database {self.db_path} cannot be written: {exc}",
+                fix="free disk space where MODEL_DIR lives",
+            ) from exc
 
     def _finish(
         self,
@@ -463,16 +477,21 @@ class EmbeddedJobQueue:
 
     def _reap(self) -> None:
         for job_id, run in list(self._running.items()):
-            try:
-                pid, status, usage = os.wait4(run.proc.pid, os.WNOHANG)
-            except ChildProcessError:
-                pid, status, usage = run.proc.pid, _as_wait_status(run.proc.returncode or -9), None
-            if pid == 0:
-                self._enforce_timeout(run)
-                continue
-            run.proc.returncode = _returncode(status)
+            if run.exit is None:
+                try:
+                    pid, status, usage = os.wait4(run.proc.pid, os.WNOHANG)
+                except ChildProcessError:
+                    pid, status = run.proc.pid, _as_wait_status(run.proc.returncode or -9)
+                    usage = None
+                if pid == 0:
+                    self._enforce_timeout(run)
+                    continue
+                run.proc.returncode = _returncode(status)
+                run.exit = (status, usage)
+            # the job leaves `_running` only once its final state is written: when the write
+            # fails (a full disk), the next round tries again, so it never stays `started`
+            self._finalize(job_id, run, *run.exit)
             del self._running[job_id]
-            self._finalize(job_id, run, status, usage)
 
     def _enforce_timeout(self, run: _Running) -> None:
         now = time.monotonic()
@@ -489,7 +508,6 @@ class EmbeddedJobQueue:
         report: dict[str, Any] | None = None
         with contextlib.suppress(OSError, ValueError):
             report = json.loads((run.job_dir / "out.json").read_text(encoding="utf-8"))
-        shutil.rmtree(run.job_dir, ignore_errors=True)
         peak = rusage_peak_mb(usage)
         if report is not None and report.get("ok"):
             self._finish(job_id, JobState.finished, result=report.get("result") or {})
@@ -507,7 +525,13 @@ class EmbeddedJobQueue:
                 traceback=report.get("traceback"),
             )
         else:
-            self._finish(job_id, JobState.failed, error=exit_reason(status, peak))
+            if run.note is None:  # no report: a full disk is the likely reason, say so
+                run.note = ""
+                with contextlib.suppress(OSError):
+                    if shutil.disk_usage(self._work_dir).free < 1 << 16:
+                        run.note = f"; the disk of {self._work_dir.parent} is full"
+            self._finish(job_id, JobState.failed, error=exit_reason(status, peak) + run.note)
+        shutil.rmtree(run.job_dir, ignore_errors=True)  # last: a failed write retries with it
 
 
 def _as_wait_status(returncode: int) -> int:

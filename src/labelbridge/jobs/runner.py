@@ -17,12 +17,19 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from labelbridge.errors import JobError, ModelError, TooFewAnnotations, UnknownProject
-from labelbridge.jobs._base import JobSpec
+from labelbridge.jobs._base import JobQueue, JobSpec
 from labelbridge.model import Model, TrainingData
 from labelbridge.settings import Settings
 from labelbridge.store import ProjectRecord, open_store
 
-__all__ = ["Progress", "count_annotations", "job_context", "run_job", "run_spec"]
+__all__ = [
+    "Progress",
+    "count_annotations",
+    "job_context",
+    "run_job",
+    "run_prelabel",
+    "run_spec",
+]
 
 log = logging.getLogger("labelbridge.jobs.runner")
 
@@ -153,10 +160,127 @@ class _NothingToPublish(Exception):
 def run_spec(
     job_id: str, spec: JobSpec, settings: Settings, *, progress: Progress | None = None
 ) -> dict[str, Any]:
-    """Run any kind of job; only `train` exists today."""
+    """Run any kind of job: `train`, or `prelabel`."""
+    if spec.kind == "prelabel":
+        return run_prelabel(job_id, spec, settings, progress=progress)
     if spec.kind == "train":
-        return run_job(job_id, spec, settings, progress=progress)
-    raise JobError(f"job kind {spec.kind!r} cannot run in a worker yet")
+        result = run_job(job_id, spec, settings, progress=progress)
+        version = result.get("model_version")
+        if settings.prelabel_after_training and version:
+            result["prelabel_job"] = _queue_prelabel(spec, settings, str(version))
+        return result
+    raise JobError(f"job kind {spec.kind!r} cannot run in a worker")
+
+
+def _queue_prelabel(spec: JobSpec, settings: Settings, version: str) -> str | None:
+    """PRELABEL_AFTER_TRAINING: pre-annotate with the version just published. It runs after
+    this job (one job per project at a time); a failure to queue it fails no training."""
+    try:
+        queue = _origin_queue(settings)
+        try:
+            job = queue.submit(
+                JobSpec(
+                    kind="prelabel",
+                    project=spec.project,
+                    event="PRELABEL_AFTER_TRAINING",
+                    model_ref=spec.model_ref,
+                    params={"model_version": version},
+                )
+            )
+        finally:
+            queue.close()
+    except Exception as exc:
+        log.warning("could not queue the prelabel job after training: %s", exc)
+        return None
+    log.info("queued prelabel job %s with %s", job.id, version)
+    return job.id
+
+
+def _origin_queue(settings: Settings) -> JobQueue:
+    """The queue this job came from: an RQ work horse's own (whatever JOB_QUEUE says in the
+    worker's environment), else the one the settings name."""
+    from labelbridge.jobs import open_queue
+
+    try:
+        from rq import get_current_job
+    except ModuleNotFoundError:
+        current = None
+    else:
+        current = get_current_job()
+    if current is not None:
+        from labelbridge.jobs.rq import RQJobQueue
+        from labelbridge.settings import JobQueueKind
+
+        update = {"job_queue": JobQueueKind.rq, "rq_queue_name": current.origin}
+        return RQJobQueue(settings.model_copy(update=update))
+    return open_queue(settings)
+
+
+def run_prelabel(
+    job_id: str, spec: JobSpec, settings: Settings, *, progress: Progress | None = None
+) -> dict[str, Any]:
+    """Pre-annotate the project in this process with the backend's model class (no HTTP):
+    Label Studio's URL and token come from the settings or the project's /setup record."""
+    from pydantic import SecretStr
+
+    from labelbridge.labelstudio import LabelStudio
+    from labelbridge.loader import load_model_class
+    from labelbridge.predictors import InProcessPredictor, NullQueue
+    from labelbridge.prelabel import Prelabeler, PrelabelOptions, PrelabelStats
+    from labelbridge.service import Backend
+
+    def report(stats: PrelabelStats) -> None:
+        if progress is not None:
+            try:
+                progress({"stage": "prelabel", **stats.to_dict()})
+            except Exception:
+                log.debug("progress report failed", exc_info=True)
+
+    with job_context(job_id):
+        project = spec.project
+        if not project.isdigit():
+            raise JobError(f"project {project!r} is not a Label Studio project id (a number)")
+        store = open_store(settings)
+        url, token = _credentials(settings, store.get_project(project))
+        url = spec.params.get("label_studio_url") or url
+        if not url or not token:
+            raise JobError(
+                f"cannot pre-annotate project {project}: no Label Studio "
+                f"{'URL' if not url else 'token'}",
+                fix="set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY, or reconnect the backend in "
+                "Label Studio so that /setup sends them",
+            )
+        options = PrelabelOptions(
+            filter=spec.params.get("filter", "unlabeled"),
+            batch_size=int(spec.params.get("batch_size", 32)),
+            model_version=spec.params.get("model_version"),
+        )
+        # predict() sees the same Label Studio as this job; debug off: invalid items are
+        # dropped and counted, not turned into a failed batch
+        job_settings = settings.model_copy(
+            update={
+                "debug": False,
+                "label_studio_url": url,
+                "label_studio_api_key": SecretStr(token),
+            }
+        )
+        model_cls = load_model_class(spec.model_ref)
+        backend = Backend(
+            model_cls, job_settings, model_ref=spec.model_ref, store=store, queue=NullQueue()
+        )
+        predictor = InProcessPredictor(backend)
+        log.info("pre-annotating project %s (%s)", project, options.filter.value)
+        try:
+            with LabelStudio(url, token) as client:
+                stats = Prelabeler(
+                    client, predictor, int(project), options, token=token, on_progress=report
+                ).run()
+        finally:
+            predictor.close()
+        log.info("%s", stats.summary())
+        if not stats.ok:
+            raise JobError(stats.summary())
+        return stats.to_dict()
 
 
 def run_job(

@@ -13,6 +13,7 @@ import fcntl
 import os
 import re
 import shutil
+import socket
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -24,6 +25,18 @@ from labelbridge.store._base import ProjectRecord, VersionMeta
 from labelbridge.store._common import META, SAFE_NAME, StagingFolder, check_name, sha256_file
 
 __all__ = ["LocalModelStore"]
+
+_HOST = socket.gethostname()
+
+
+def _pid_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def _atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
@@ -165,12 +178,14 @@ class LocalModelStore:
         staging_root = self._dir(project) / ".staging"
         staging_root.mkdir(parents=True, exist_ok=True)
         with self._lock(project):
+            self._sweep_dead_writers(project)
             version = f"{prefix}-v{self._next_number(project, prefix)}"
-            # reserve the name so that a concurrent writer picks the next one
+            # reserve the name so that a concurrent writer picks the next one; the marker says
+            # who writes where, so that the leftovers of a killed writer can be swept
             (self._dir(project) / "versions").mkdir(exist_ok=True)
             reserved = self._dir(project) / "versions" / f".reserved-{version}"
-            reserved.touch()
-        path = staging_root / f"{version}.{uuid.uuid4().hex[:8]}"
+            path = staging_root / f"{version}.{uuid.uuid4().hex[:8]}"
+            reserved.write_text(f"{_HOST}\n{os.getpid()}\n{path}", encoding="utf-8")
         path.mkdir()
         staging = StagingFolder(path=path, version=version)
         try:
@@ -194,6 +209,18 @@ class LocalModelStore:
             shutil.rmtree(path, ignore_errors=True)
             with contextlib.suppress(FileNotFoundError):
                 reserved.unlink()
+
+    def _sweep_dead_writers(self, project: str) -> None:
+        """Remove what writers killed mid-version left (SIGKILL, OOM: no `finally` ran).
+
+        Only writers of this host whose process is gone: one on another host sharing the
+        folder cannot be checked from here and is left alone."""
+        for marker in (self._dir(project) / "versions").glob(".reserved-*"):
+            with contextlib.suppress(OSError, ValueError):
+                host, pid, staging = marker.read_text(encoding="utf-8").split("\n", 2)
+                if host == _HOST and _pid_gone(int(pid)):
+                    shutil.rmtree(staging, ignore_errors=True)
+                    marker.unlink()
 
     def set_current(self, project: str, version: str) -> None:
         self._read_meta(project, version)

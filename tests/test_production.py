@@ -1,0 +1,184 @@
+"""Production serving: several workers, graceful shutdown, replaced workers, job claims.
+
+The server tests start `labelbridge start BACKEND --production --workers 2` as a subprocess.
+Jobs run by several workers (once each, JOB_WORKERS overall) are in test_logs.py, which trains
+on such a server anyway."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from _serving import CONFIG, make_backend, running
+from labelbridge.jobs import EmbeddedJobQueue, JobSpec
+from labelbridge.settings import Settings
+
+pytestmark = pytest.mark.timeout(120)
+
+PROD = ("--production", "--workers", "2")
+
+
+def _setup(url: str) -> None:
+    answer = httpx.post(f"{url}/setup", json={"project": "1.1", "schema": CONFIG}, timeout=5)
+    assert answer.status_code == 200, answer.text
+
+
+def test_sigterm_finishes_requests_in_flight(tmp_path: Path) -> None:
+    backend = make_backend(tmp_path / "b")
+    with running(backend, *PROD, env={"GRACEFUL_TIMEOUT": "15"}) as server:
+        _setup(server.url)
+        assert server.predict().status_code == 200
+        results: list[Any] = []
+
+        def slow(index: int) -> None:
+            try:
+                # a new connection per request, so that both workers get some
+                answer = server.predict(sleep=1.0, n=index)
+                results.append(answer.status_code)
+            except httpx.HTTPError as exc:
+                results.append(repr(exc))
+
+        threads = [threading.Thread(target=slow, args=(i,)) for i in range(6)]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.4)  # every request is sent and being served (predict sleeps 1 s)
+        began = time.monotonic()
+        os.kill(server.proc.pid, signal.SIGTERM)
+        for thread in threads:
+            thread.join(20)
+        assert results == [200] * 6, results
+        assert server.proc.wait(20) == 0
+        assert time.monotonic() - began < 10
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{server.url}/health", timeout=1)
+        log = (backend / "logs" / "uwsgi.log").read_text()
+        assert "Received SIGTERM" in log and "Finished server process" in log
+
+
+def test_killed_and_recycled_workers_are_replaced_with_their_model_loaded(
+    tmp_path: Path,
+) -> None:
+    """SIGKILL one worker, and let MAX_REQUESTS recycle the others, under steady traffic: every
+    request gets a prediction. setup() takes 1 s and MODEL_LOAD_WAIT is tiny, so a request
+    that reached a worker whose model is still loading would get a 503 at once."""
+    backend = make_backend(tmp_path / "b")
+    env = {"SLEEPY_SETUP": "1.0", "MODEL_LOAD_WAIT": "0.05", "MAX_REQUESTS": "30"}
+    with running(backend, *PROD, env=env, ready=False) as server:
+        # /health answers JSON while the first load runs: Label Studio must not see Disconnected
+        first = httpx.get(f"{server.url}/health", timeout=1).json()
+        assert first["status"] == "UP" and first["model_state"] in ("loading", "ready")
+        deadline = time.monotonic() + 20
+        while len(server.workers()) < 2 or any(
+            httpx.get(f"{server.url}/health", timeout=1).json()["model_state"] != "ready"
+            for _ in range(6)
+        ):
+            assert time.monotonic() < deadline, server.out()
+            time.sleep(0.2)
+        time.sleep(0.3)
+        _setup(server.url)
+        before = server.workers()
+        victim = min(before)
+        os.kill(victim, signal.SIGKILL)
+        answers: list[tuple[int, int | None]] = []
+        stop = threading.Event()
+
+        def hammer() -> None:
+            while not stop.is_set():
+                answer = server.predict()
+                ok = answer.status_code == 200
+                answers.append(
+                    (answer.status_code, answer.json()["results"][0]["worker"] if ok else None)
+                )
+
+        log = backend / "logs" / "uwsgi.log"
+        with ThreadPoolExecutor(4) as pool:
+            for _ in range(4):
+                pool.submit(hammer)
+            deadline = time.monotonic() + 30
+            while (
+                len({w for _, w in answers} - before) < 2
+                or "Maximum request" not in log.read_text()
+            ):
+                assert time.monotonic() < deadline, f"no replacement answered:\n{server.out()}"
+                time.sleep(0.1)
+            stop.set()
+        assert {code for code, _ in answers} == {200}, [a for a in answers if a[0] != 200][:5]
+        served_by = {w for _, w in answers}
+        assert victim not in served_by and len(served_by - before) >= 2
+        assert victim not in server.workers()
+        text = log.read_text()
+        assert f"Child process [{victim}] died" in text
+        assert re.search(r"Maximum request limit of 3[0-3] exceeded", text)  # 30 + jitter
+        # /metrics sums all workers, recycled ones included: every prediction is counted once
+        time.sleep(1.5)  # live workers write their snapshot once a second
+        metrics = httpx.get(f"{server.url}/metrics", timeout=5).text
+        assert f"labelbridge_predictions_total {len(answers)}\n" in metrics, metrics
+        loads = re.findall(r'labelbridge_model_load_seconds\{worker="(\d+)"\} ([\d.e-]+)', metrics)
+        # gauges: one per live worker (the set shifts while workers recycle), none for the dead
+        assert loads and victim not in {int(pid) for pid, _ in loads}
+        assert all(float(seconds) >= 1.0 for _, seconds in loads)
+
+
+def test_claims_are_atomic_between_queues_sharing_one_database(tmp_path: Path) -> None:
+    """Two processes' queues race to claim: each job is claimed once, never more than
+    JOB_WORKERS at a time overall. (The scheduler is not started: we drive the claims.)"""
+    settings = Settings(model_dir=tmp_path / "models", job_workers=2)
+    db = tmp_path / "models" / "jobs.sqlite3"
+    queues = [EmbeddedJobQueue(settings, db) for _ in range(2)]
+    for project in range(10):
+        queues[project % 2].submit(JobSpec(project=str(project), model_ref="x"))
+    claimed: list[str] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(8)
+
+    def claim(queue: EmbeddedJobQueue) -> None:
+        barrier.wait()
+        for _ in range(5):
+            result = queue._claim_next()
+            if result is not None:
+                with lock:
+                    claimed.append(result[0])
+
+    threads = [threading.Thread(target=claim, args=(queues[i % 2],)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(claimed) == 2 and len(set(claimed)) == 2
+    started = [r for r in queues[0].list() if r.state.value == "started"]
+    assert {r.id for r in started} == set(claimed)
+    for queue in queues:
+        queue.close()
+
+
+def test_shared_metrics_keep_the_counts_of_dead_workers(tmp_path: Path) -> None:
+    """What a scrape sums: live workers' snapshots, plus an archive of dead workers' counts
+    (so counters never go down), gauges only for live workers."""
+    from labelbridge.metrics import Metrics, SharedMetrics
+
+    dead = Metrics()
+    dead.inc("labelbridge_predictions_total", "Tasks predicted.", 5)
+    dead.set("labelbridge_model_load_seconds", "Time setup() took.", 2.0)
+    dead.observe("labelbridge_request_seconds", "Latency.", 0.2, route="/predict")
+    (tmp_path / "4194999.json").write_text(json.dumps(dead.snapshot()))  # above pid_max
+    mine = Metrics()
+    mine.inc("labelbridge_predictions_total", "Tasks predicted.", 2)
+    shared = SharedMetrics(tmp_path, mine)
+    for _ in range(2):  # the second scrape reads the archive, not the dead worker's file
+        text = shared.collect().render()
+        assert "labelbridge_predictions_total 7\n" in text
+        assert 'labelbridge_request_seconds_count{route="/predict"} 1' in text
+        assert "4194999" not in text  # a dead worker's gauge is gone
+    assert not (tmp_path / "4194999.json").exists()
+    shared.stop()
+    assert json.loads((tmp_path / f"{os.getpid()}.json").read_text())["counters"]
