@@ -138,3 +138,39 @@ def test_settings_table_lists_every_setting() -> None:
     assert done.stdout.strip() in readme, (
         "README's settings table is stale: labelbridge settings --markdown"
     )
+
+
+def test_start_serves_several_backends_under_their_prefixes(tmp_path: Path) -> None:
+    for name in ("yes-no", "other"):
+        subprocess.run([LABELBRIDGE, "init", str(tmp_path / name)], check=True, capture_output=True)
+    config = (tmp_path / "yes-no" / "label_config.xml").read_text()
+    port = free_port()
+    env = {**os.environ, "MODEL_DIR": str(tmp_path / "models"), "LOG_DIR": str(tmp_path / "logs")}
+    args = [f"a={tmp_path / 'yes-no'}", f"b={tmp_path / 'other'}"]
+    proc = subprocess.Popen(
+        [LABELBRIDGE, "start", *args, "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/b/health", timeout=1).json()["model_state"] == "ready":
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
+            time.sleep(0.1)
+        assert httpx.get(f"{url}/a/health").json()["model_class"] == "YesNo"
+        assert httpx.get(f"{url}/b/health").json()["model_class"] == "Other"
+        for name, version in (("a", "yes-no-v0"), ("b", "other-v0")):
+            body = {"project": "3.1", "schema": config}
+            assert httpx.post(f"{url}/{name}/setup", json=body).json() == {"model_version": version}
+        assert (tmp_path / "models" / "a").is_dir() and (tmp_path / "models" / "b").is_dir()
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(15)

@@ -113,8 +113,11 @@ def _supervise(settings: Settings) -> None:
 @app.command()
 def start(
     backend: Annotated[
-        str, typer.Argument(help="Backend folder with model.py, or module:Class.")
-    ] = ".",
+        list[str] | None,
+        typer.Argument(
+            help="Backend folder with model.py, or module:Class; or NAME=FOLDER ... (each at /NAME)."
+        ),
+    ] = None,
     host: Annotated[str | None, typer.Option(help="Bind address [env HOST].")] = None,
     port: Annotated[int | None, typer.Option(help="Port [env PORT].")] = None,
     debug: Annotated[
@@ -143,7 +146,10 @@ def start(
     from labelbridge.loader import load_model_class, model_ref_for
     from labelbridge.logs import configure_logging
 
-    target = model_ref_for(backend)
+    from labelbridge.multi import parse_backend_args
+
+    first, backends = parse_backend_args(backend)
+    target = model_ref_for(first)
     backend_dir = Path(target) if Path(target).is_dir() else None
     base = Settings()
     flags = _overrides(
@@ -170,6 +176,7 @@ def start(
     os.environ["LABELBRIDGE_SERVE"] = json.dumps(
         {
             "target": target,
+            "backends": backends,
             "backend_dir": str(backend_dir) if backend_dir else None,
             "class_name": model_class,
             "overrides": {k: str(v) if isinstance(v, Path) else v for k, v in flags.items()},

@@ -1,0 +1,114 @@
+"""Several models in one server, each under its own URL prefix.
+
+Label Studio joins its request paths onto whatever backend URL it is given, so
+`http://host:9090/ner` works as a backend URL: `labelbridge start ner=examples/ner
+sentiment=examples/sentiment` serves both from one process, at `/ner/...` and `/sentiment/...`.
+
+Each backend keeps its own state: its model store and project records in `<MODEL_DIR>/<name>`,
+and its own job queue (embedded: `<MODEL_DIR>/<name>/jobs.sqlite3`; RQ: the queue
+`<RQ_QUEUE_NAME>-<name>`, which a `labelbridge worker <folder>` serves when started with
+`MODEL_DIR=<MODEL_DIR>/<name> RQ_QUEUE_NAME=<RQ_QUEUE_NAME>-<name>`). `GET /health` at the root
+sums them up for monitors; Label Studio only ever calls the prefixed routes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import typer
+from fastapi import FastAPI
+
+from labelbridge.errors import LabelBridgeError
+from labelbridge.settings import Settings
+
+__all__ = ["backend_settings", "build_multi_app", "parse_backend_args"]
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+#: names that would hide routes of the app itself
+_RESERVED = frozenset({"health", "docs", "redoc", "openapi.json"})
+_STATES = ("failed", "loading", "ready")  # worst first
+
+
+def parse_backend_args(args: Sequence[str] | None) -> tuple[str, dict[str, str] | None]:
+    """`labelbridge start`'s arguments: one backend (folder or module:Class), or several
+    NAME=BACKEND pairs. Returns the backend to check and log for, and {name: reference} for
+    several (None for one). Bad input raises typer.BadParameter (a usage error, exit 2)."""
+    from labelbridge.loader import load_model_class, model_ref_for
+
+    items = list(args or [])
+    if not any("=" in item for item in items):
+        if len(items) > 1:
+            raise typer.BadParameter(
+                "several backends need names: NAME=FOLDER for each, e.g. "
+                "`labelbridge start ner=examples/ner sentiment=examples/sentiment`"
+            )
+        return (items[0] if items else "."), None
+    backends: dict[str, str] = {}
+    for item in items:
+        name, sep, target = item.partition("=")
+        if not sep or not target:
+            raise typer.BadParameter(f"{item!r}: give every backend as NAME=FOLDER")
+        if not _NAME.fullmatch(name) or name in _RESERVED:
+            raise typer.BadParameter(
+                f"{name!r} cannot be a URL prefix: use letters, digits, '_', '-' or '.', "
+                f"starting with a letter or digit, and none of {sorted(_RESERVED)}"
+            )
+        if name in backends:
+            raise typer.BadParameter(f"the name {name!r} is given twice")
+        ref = model_ref_for(target)
+        try:
+            load_model_class(ref)  # fail here, with the name, not in a worker process
+        except LabelBridgeError as exc:
+            raise typer.BadParameter(f"{name}={target}: {exc}") from exc
+        backends[name] = ref
+    return next(iter(backends.values())), backends
+
+
+def backend_settings(settings: Settings, name: str, backend_dir: Path | None = None) -> Settings:
+    """The settings of the backend served under /<name>: its own model store and job queue."""
+    base = settings.resolved_model_dir(backend_dir)
+    return settings.model_copy(
+        update={
+            "model_dir": (base / name).absolute(),
+            "rq_queue_name": f"{settings.rq_queue_name}-{name}",
+        }
+    )
+
+
+def build_multi_app(backends: Mapping[str, str], settings: Settings) -> FastAPI:
+    """One app serving each {name: folder or module:Class} under /<name>."""
+    from labelbridge.loader import load_model_class, model_ref_for
+    from labelbridge.server import create_app
+    from labelbridge.service import Backend
+
+    if not backends:
+        raise ValueError("no backends to serve")
+    mounted: dict[str, Backend] = {}
+    for name, target in backends.items():
+        if not _NAME.fullmatch(name) or name in _RESERVED:
+            raise ValueError(f"{name!r} cannot be a URL prefix")
+        ref = model_ref_for(target)
+        backend_dir = Path(ref) if Path(ref).is_dir() else None
+        own = backend_settings(settings, name)
+        model_cls = load_model_class(ref)
+        mounted[f"/{name}"] = Backend(model_cls, own, model_ref=ref, backend_dir=backend_dir)
+    app = create_app(mounted)
+
+    @app.get("/", include_in_schema=False)
+    @app.get("/health", include_in_schema=False)
+    async def health() -> dict[str, Any]:
+        """Up while the process is; model_state is the worst of the backends'."""
+        states = {
+            prefix.lstrip("/"): backend.health().model_dump(mode="json", exclude_none=True)
+            for prefix, backend in mounted.items()
+        }
+        worst = min(
+            (str(s.get("model_state", "ready")) for s in states.values()),
+            key=lambda state: _STATES.index(state) if state in _STATES else 0,
+        )
+        return {"status": "UP", "model_state": worst, "backends": states}
+
+    return app
