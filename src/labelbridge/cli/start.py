@@ -145,7 +145,6 @@ def start(
 
     from labelbridge.loader import load_model_class, model_ref_for
     from labelbridge.logs import configure_logging
-
     from labelbridge.multi import parse_backend_args
 
     first, backends = parse_backend_args(backend)
