@@ -26,8 +26,8 @@ def test_production_logs_in_uwsgi_and_rq_with_job_ids_and_masked_debug_bodies(
     tmp_path: Path,
 ) -> None:
     """One production server (2 workers, --debug, LOG_DIR set): a setup carrying a token, a
-    predict, and trains of three projects with JOB_WORKERS=1. Also checks that the jobs, which
-    both workers' schedulers could claim, ran once each and never two at a time."""
+    predict, and trains of three projects with JOB_WORKERS=1, submitted through either worker.
+    Also checks that the jobs ran once each and never two at a time."""
     backend = make_backend(tmp_path / "b")
     log_dir = tmp_path / "elsewhere"
     trace = tmp_path / "trace.txt"

@@ -1,15 +1,18 @@
 """Production serving: several workers, graceful shutdown, replaced workers, job claims.
 
 The server tests start `labelbridge start BACKEND --production --workers 2` as a subprocess.
-Jobs run by several workers (once each, JOB_WORKERS overall) are in test_logs.py, which trains
-on such a server anyway."""
+Training there runs in the supervisor's one job scheduler: it survives recycled and killed
+workers, and /health tells when that scheduler goes quiet. Jobs submitted through several
+workers (once each, JOB_WORKERS overall) are in test_logs.py, which trains on such a server."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import signal
+import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,9 +22,10 @@ from typing import Any
 import httpx
 import pytest
 
-from _serving import CONFIG, make_backend, running
+from _serving import CONFIG, Server, make_backend, running
 from labelbridge.jobs import EmbeddedJobQueue, JobSpec
 from labelbridge.settings import Settings
+from labelbridge.store import LocalModelStore
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -182,3 +186,180 @@ def test_shared_metrics_keep_the_counts_of_dead_workers(tmp_path: Path) -> None:
     assert not (tmp_path / "4194999.json").exists()
     shared.stop()
     assert json.loads((tmp_path / f"{os.getpid()}.json").read_text())["counters"]
+
+
+# --- training in production: one scheduler in the supervisor, not in the web workers -------
+#: fit() takes 5 s
+TRAINING_ENV = {"SLEEPY_FIT": "5"}
+
+
+def _ppid(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _job_processes(server: Server) -> dict[int, int]:
+    """{pid: parent pid} of the training processes started by this server's processes."""
+    ours = {server.proc.pid, *server.workers()}
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if b"labelbridge.jobs._child" not in (entry / "cmdline").read_bytes():
+                continue
+            parent = _ppid(int(entry.name))
+        except (OSError, IndexError, ValueError):
+            continue
+        if parent in ours:
+            found[int(entry.name)] = parent
+    return found
+
+
+def _start_training(server: Server) -> tuple[str, int]:
+    """Set up, train, and wait for the job's process: (job id, its pid). It must be a child of
+    the supervisor, never of a web worker."""
+    _setup(server.url)
+    job = server.train(3)
+    deadline = time.monotonic() + 10
+    while not (children := _job_processes(server)):
+        assert time.monotonic() < deadline, f"no training process:\n{server.out()}"
+        time.sleep(0.05)
+    assert list(children.values()) == [server.proc.pid], children
+    status = httpx.post(f"{server.url}/job_status", json={"job": job}, timeout=5).json()
+    assert status["job_status"] == "started", status
+    return job, next(iter(children))
+
+
+def _job_row(backend: Path, job: str) -> tuple[str, str | None, str | None]:
+    """(state, model_version, error) from the database: no HTTP, which waits while no worker
+    accepts (uvicorn may take ~5 s to see that a worker is gone and replace it)."""
+    with sqlite3.connect(backend / "models" / "jobs.sqlite3") as conn:
+        row = conn.execute(
+            "SELECT state, model_version, error FROM jobs WHERE id=?", (job,)
+        ).fetchone()
+    return row[0], row[1], row[2]
+
+
+def _assert_published(backend: Path, job: str) -> None:
+    deadline = time.monotonic() + 20
+    while (row := _job_row(backend, job))[0] == "started":
+        assert time.monotonic() < deadline, "the job did not finish"
+        time.sleep(0.1)
+    assert row == ("finished", "sleepy-v1", None), row
+    assert LocalModelStore(backend / "models").current_name("1") == "sleepy-v1"
+
+
+def test_training_survives_recycled_workers(tmp_path: Path) -> None:
+    """Both workers reach MAX_REQUESTS and shut down (their queues closed) while fit() runs."""
+    backend = make_backend(tmp_path / "b")
+    env = {**TRAINING_ENV, "MAX_REQUESTS": "20"}  # + up to 2 of jitter
+    with running(backend, *PROD, env=env) as server:
+        deadline = time.monotonic() + 20
+        while len(before := server.workers()) < 2:
+            assert time.monotonic() < deadline, server.out()
+            time.sleep(0.1)
+        job, pid = _start_training(server)
+        log = backend / "logs" / "uwsgi.log"
+
+        def logged(what: str) -> bool:
+            text = log.read_text()
+            return all(f"[{worker}] uvicorn.error: {what}" in text for worker in before)
+
+        while not logged("Maximum request limit"):  # ~45 requests, one connection each
+            assert time.monotonic() < deadline, server.out()
+            with contextlib.suppress(httpx.TimeoutException):  # both stopped: none accepts
+                httpx.post(
+                    f"{server.url}/predict",
+                    json={"project": "1.1", "tasks": [{"data": {"text": "hi"}}]},
+                    timeout=1,
+                )
+        while not logged("Finished server process"):
+            assert time.monotonic() < deadline, server.out()
+            time.sleep(0.05)
+        assert _job_row(backend, job)[0] == "started" and Path(f"/proc/{pid}").exists()
+        _assert_published(backend, job)
+
+
+def test_training_survives_killed_workers(tmp_path: Path) -> None:
+    backend = make_backend(tmp_path / "b")
+    with running(backend, *PROD, env=TRAINING_ENV) as server:
+        job, pid = _start_training(server)
+        victims = server.workers()
+        assert victims
+        for victim in victims:
+            os.kill(victim, signal.SIGKILL)
+        time.sleep(1.0)
+        assert Path(f"/proc/{pid}").exists() and _ppid(pid) == server.proc.pid
+        _assert_published(backend, job)
+        assert not victims & server.workers()
+
+
+def test_health_reports_a_silent_scheduler(tmp_path: Path) -> None:
+    """The supervisor (and so its scheduler) stopped with SIGSTOP: the web workers go on
+    serving, and once the scheduler's heartbeat is older than 10 s (backdated here rather than
+    waited for), /health says the queue is degraded; SIGCONT and it recovers."""
+    backend = make_backend(tmp_path / "b")
+    with running(backend, *PROD) as server:
+        health = httpx.get(f"{server.url}/health", timeout=5).json()
+        assert health["queue"] == "ok", health
+        db = backend / "models" / "jobs.sqlite3"
+        try:
+            for _ in range(50):  # not while it holds the write lock (a claim every 0.1 s)
+                os.kill(server.proc.pid, signal.SIGSTOP)
+                try:
+                    with sqlite3.connect(db, timeout=0.2) as conn:
+                        conn.execute("UPDATE schedulers SET heartbeat=heartbeat-60")
+                    break
+                except sqlite3.OperationalError:
+                    os.kill(server.proc.pid, signal.SIGCONT)
+                    time.sleep(0.02)
+            else:
+                raise AssertionError("the job database stayed locked")
+            health = httpx.get(f"{server.url}/health", timeout=5).json()
+            assert health["queue"] == "degraded", health
+            assert health["queue_error"].startswith("the job scheduler has not reported for 6")
+            _setup(server.url)
+            assert server.predict().status_code == 200  # web traffic does not need it
+        finally:
+            os.kill(server.proc.pid, signal.SIGCONT)
+        deadline = time.monotonic() + 10
+        while httpx.get(f"{server.url}/health", timeout=5).json()["queue"] != "ok":
+            assert time.monotonic() < deadline, server.out()
+            time.sleep(0.2)
+
+
+def test_the_supervisor_schedules_every_database_the_workers_submit_to(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Several backends (each its own queue): the workers' app, built from the CLI's spec, sees
+    a live scheduler on each of its queues once the supervisor has started them."""
+    from fastapi.testclient import TestClient
+
+    from labelbridge.cli.start import SERVE_ENV, _start_schedulers, _stop_schedulers
+    from labelbridge.jobs import SCHEDULER_ENV
+    from labelbridge.server import app_from_env
+
+    backend = make_backend(tmp_path / "b")
+    overrides = {"model_dir": str(tmp_path / "models"), "log_dir": str(tmp_path / "logs")}
+    spec = {
+        "target": str(backend),
+        "backends": {"ner": str(backend), "sentiment": str(backend)},
+        "backend_dir": str(backend),
+        "class_name": None,
+        "overrides": overrides,
+    }
+    monkeypatch.setenv(SERVE_ENV, json.dumps(spec))
+    monkeypatch.setenv(SCHEDULER_ENV, "external")
+    worker = TestClient(app_from_env())  # no lifespan: nothing starts in this "worker"
+
+    def queues() -> dict[str, str]:
+        backends = worker.get("/health").json()["backends"]
+        return {name: state["queue"] for name, state in backends.items()}
+
+    assert queues() == {"ner": "degraded", "sentiment": "degraded"}
+    schedulers = _start_schedulers(Settings(**overrides))
+    try:
+        assert len(schedulers) == 2
+        assert queues() == {"ner": "ok", "sentiment": "ok"}
+    finally:
+        _stop_schedulers(schedulers, 0.0)

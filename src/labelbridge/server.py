@@ -19,6 +19,7 @@ import queue
 import threading
 import time
 import traceback
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -110,7 +111,10 @@ def _field_of(error: Mapping[str, Any]) -> str:
 
 
 async def _parse(request: Request, model: type[M]) -> M:
-    raw = await request.body()
+    return _parse_raw(await request.body(), model)
+
+
+def _parse_raw(raw: bytes, model: type[M]) -> M:
     if not raw.strip():
         raise BadRequest("the request body is empty; a JSON object is expected", field="body")
     try:
@@ -225,10 +229,64 @@ class _ThreadPool:
             self._idle.release()
 
 
+_POOLS: weakref.WeakKeyDictionary[Backend, _ThreadPool] = weakref.WeakKeyDictionary()
+
+
+def _pool_for(backend: Backend) -> _ThreadPool:
+    """The backend's threads (THREADS of them), shared by its routes and the direct path."""
+    pool = _POOLS.get(backend)
+    if pool is None:
+        pool = _POOLS.setdefault(backend, _ThreadPool(backend.settings.threads))
+    return pool
+
+
+async def _predict_direct(backend: Backend, debug: bool, receive: Receive, send: Send) -> None:
+    """POST /predict straight from the gate, without FastAPI's routing layers (router,
+    exception middleware, exit stacks, Request): the same answer as the route below, errors
+    included, at ~40% less CPU per small request (bench/NOTES.md)."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return  # the client left
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    try:
+        body = _parse_raw(b"".join(chunks), PredictRequest)
+        response = ORJSONResponse(await _pool_for(backend).run(backend.predict, body))
+    except LabelBridgeError as exc:
+        response = _our_error(exc)
+    except Exception as exc:
+        response = _unexpected_error(exc, debug)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": response.status_code,
+            "headers": response.raw_headers,
+        }
+    )
+    await send({"type": "http.response.body", "body": response.body})
+
+
+def _our_error(exc: LabelBridgeError) -> ORJSONResponse:
+    if exc.status_code >= 500:
+        log.error("%s: %s", exc.error, exc.detail, exc_info=exc.__cause__ is not None)
+    return _error(exc)
+
+
+def _unexpected_error(exc: Exception, debug: bool) -> ORJSONResponse:
+    log.exception("unexpected error", exc_info=exc)
+    body: dict[str, Any] = {"error": "InternalError", "detail": f"{type(exc).__name__}: {exc}"}
+    if debug:
+        body["traceback"] = "".join(traceback.format_exception(exc))
+    return ORJSONResponse(body, status_code=500)
+
+
 def make_router(backend: Backend) -> APIRouter:
     """The protocol's routes for one backend."""
     router = APIRouter()
-    pool = _ThreadPool(backend.settings.threads)
+    pool = _pool_for(backend)
 
     async def in_thread(func: Callable[..., Any], *args: Any) -> Any:
         return await pool.run(func, *args)
@@ -330,6 +388,8 @@ class _Gate:
         self.backends = backends
         self.rings = rings
         self.max_body = settings.max_body_bytes
+        #: POST paths served by _predict_direct instead of FastAPI's router
+        self.direct = {prefix + "/predict": backend for prefix, backend in backends.items()}
         user = settings.basic_auth_user or ""
         password = settings.basic_auth_pass.get_secret_value() if settings.basic_auth_pass else ""
         self.basic = f"{user}:{password}".encode() if settings.basic_auth_user else None
@@ -407,7 +467,11 @@ class _Gate:
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, send_wrapper)
+            direct = self.direct.get(scope["path"]) if scope["method"] == "POST" else None
+            if direct is not None:
+                await _predict_direct(direct, self.settings.debug, limited_receive, send_wrapper)
+            else:
+                await self.app(scope, limited_receive, send_wrapper)
         except _BodyTooLarge:
             status = 413
             await _send_error(send, _too_large(max_body))
@@ -569,9 +633,7 @@ def create_app(backends: Backend | Mapping[str, Backend]) -> FastAPI:
 
     @app.exception_handler(LabelBridgeError)
     async def _ours(_: Request, exc: LabelBridgeError) -> ORJSONResponse:
-        if exc.status_code >= 500:
-            log.error("%s: %s", exc.error, exc.detail, exc_info=exc.__cause__ is not None)
-        return _error(exc)
+        return _our_error(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> ORJSONResponse:
@@ -593,11 +655,7 @@ def create_app(backends: Backend | Mapping[str, Backend]) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> ORJSONResponse:
-        log.exception("unexpected error")
-        body: dict[str, Any] = {"error": "InternalError", "detail": f"{type(exc).__name__}: {exc}"}
-        if debug:
-            body["traceback"] = traceback.format_exc()
-        return ORJSONResponse(body, status_code=500)
+        return _unexpected_error(exc, debug)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:

@@ -78,7 +78,10 @@ class Settings(BaseSettings):
         0, ge=0, description="Recycle a worker after this many requests (0: never)."
     )
     graceful_timeout: float = Field(
-        30.0, gt=0, description="Seconds to finish requests in flight on shutdown."
+        30.0,
+        gt=0,
+        description="Seconds to finish requests in flight on shutdown (production: running "
+        "training jobs too, which are then stopped and failed).",
     )
 
     # --- storage

@@ -16,7 +16,7 @@ def test_lifecycle_publishes_only_when_finished(harness: Harness) -> None:
     queue = harness.open()
     harness.behave(**{"1": {"hold": True}})
     submitted = queue.submit(harness.spec())
-    assert submitted.state is JobState.queued
+    assert submitted.state in (JobState.queued, JobState.started)  # a fast worker may have it
     assert queue.get(submitted.id).state in (JobState.queued, JobState.started)
 
     running = harness.wait_state(queue, submitted.id, {JobState.started})

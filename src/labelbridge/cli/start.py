@@ -19,13 +19,20 @@ What we add (`_Supervisor`): replacement workers are marked (see the model load 
 `labelbridge.server`), the wait for workers at shutdown is bounded, and a shared folder for
 metrics across workers (see `labelbridge.metrics`) lives as long as the server.
 
+Training jobs (embedded queue) are run by ONE scheduler thread in this supervisor, not by the
+workers: a worker is recycled (MAX_REQUESTS) or killed at any moment, and the job processes it
+had started would be failed or die with it. The workers only submit and read job records
+(SCHEDULER_ENV); the job processes are children of the supervisor, which lives as long as the
+server. On SIGTERM the scheduler claims nothing more and gives running jobs GRACEFUL_TIMEOUT
+seconds (while the workers finish their requests), then stops and fails them. Development mode
+is one process, which runs its own scheduler.
+
 The model is loaded once per worker: the app factory builds one `Backend` per process, which
 runs setup() in a background thread at startup.
 """
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import json
 import logging
@@ -41,11 +48,14 @@ import typer
 
 from labelbridge.cli._app import app
 from labelbridge.errors import LabelBridgeError
-from labelbridge.settings import Settings
+from labelbridge.jobs import SCHEDULER_ENV, EmbeddedJobQueue
+from labelbridge.settings import JobQueueKind, Settings
 
 log = logging.getLogger("labelbridge.server")
 
 APP_FACTORY = "labelbridge.server:app_from_env"
+#: how the CLI hands its choices to the workers' app factory (read by `app_from_env`)
+SERVE_ENV = "LABELBRIDGE_SERVE"
 
 
 def _overrides(**flags: Any) -> dict[str, Any]:
@@ -72,11 +82,57 @@ def _uvicorn_config(settings: Settings, *, workers: int) -> Any:
     return uvicorn.Config(APP_FACTORY, **{k: v for k, v in options.items() if k in accepted})
 
 
+def _start_schedulers(settings: Settings) -> list[EmbeddedJobQueue]:
+    """The job schedulers of what the workers serve (one per backend's queue), started here.
+
+    The queues are opened from the same spec and settings the workers' app factory reads
+    (LABELBRIDGE_SERVE), so that the supervisor runs exactly the database they submit to."""
+    from labelbridge.jobs import open_queue
+    from labelbridge.loader import model_ref_for
+
+    if settings.job_queue is not JobQueueKind.embedded:
+        return []  # RQ: `labelbridge worker` processes run the jobs
+    spec = json.loads(os.environ[SERVE_ENV])
+    served = Settings(**spec["overrides"])
+    targets: list[tuple[Settings, Path | None]] = []
+    if spec.get("backends"):  # several backends, each with its own queue (labelbridge.multi)
+        from labelbridge.multi import backend_settings
+
+        for name, target in spec["backends"].items():
+            ref = model_ref_for(target)
+            own_dir = Path(ref) if Path(ref).is_dir() else None
+            targets.append((backend_settings(served, name), own_dir))
+    else:
+        backend_dir = Path(spec["backend_dir"]) if spec.get("backend_dir") else None
+        targets.append((served, backend_dir))
+    queues: list[EmbeddedJobQueue] = []
+    try:
+        for own, folder in targets:
+            queue = open_queue(own, folder, run_scheduler=True)
+            assert isinstance(queue, EmbeddedJobQueue)
+            queues.append(queue)
+            queue.start()
+    except BaseException:
+        _stop_schedulers(queues, 0.0)
+        raise
+    return queues
+
+
+def _stop_schedulers(queues: list[EmbeddedJobQueue], wait: float) -> None:
+    """Begin stopping every scheduler at once (their grace periods overlap), then wait."""
+    for queue in queues:
+        queue.shutdown(wait)
+    for queue in queues:
+        queue.close(wait=wait)
+
+
 def _supervise(settings: Settings) -> None:
     """Production: WORKERS processes under uvicorn's supervisor (see the module docstring)."""
     from uvicorn.supervisors import Multiprocess
 
     from labelbridge.server import METRICS_DIR_ENV, REPLACEMENT_ENV
+
+    schedulers: list[EmbeddedJobQueue] = []
 
     class _Supervisor(Multiprocess):
         def init_processes(self) -> None:
@@ -85,6 +141,12 @@ def _supervise(settings: Settings) -> None:
             # single worker there is nobody to cover for it, so it answers /health at once.
             if settings.workers > 1:
                 os.environ[REPLACEMENT_ENV] = "1"
+
+        def terminate_all(self) -> None:
+            """Shutdown: running jobs get GRACEFUL_TIMEOUT from now, as requests do."""
+            for queue in schedulers:
+                queue.shutdown(settings.graceful_timeout)
+            super().terminate_all()
 
         def join_all(self) -> None:
             """Wait for workers to finish their requests, but not forever."""
@@ -102,12 +164,17 @@ def _supervise(settings: Settings) -> None:
     os.environ.pop(REPLACEMENT_ENV, None)
     sock = config.bind_socket()
     try:
+        # before the workers: the scheduler's first heartbeat is in when they answer /health
+        schedulers.extend(_start_schedulers(settings))
+        if schedulers:
+            os.environ[SCHEDULER_ENV] = "external"
         _Supervisor(config, sockets=[sock]).run()
     finally:
         sock.close()
+        _stop_schedulers(schedulers, settings.graceful_timeout)
         shutil.rmtree(metrics_dir, ignore_errors=True)
-        with contextlib.suppress(KeyError):
-            del os.environ[METRICS_DIR_ENV]
+        for name in (METRICS_DIR_ENV, SCHEDULER_ENV):
+            os.environ.pop(name, None)
 
 
 @app.command()
@@ -172,7 +239,7 @@ def start(
     except LabelBridgeError as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(2) from exc
-    os.environ["LABELBRIDGE_SERVE"] = json.dumps(
+    os.environ[SERVE_ENV] = json.dumps(
         {
             "target": target,
             "backends": backends,
@@ -193,4 +260,5 @@ def start(
         _supervise(settings)
         return
     typer.echo(f"labelbridge: serving {target} on {where} (development, 1 process)")
+    os.environ.pop(SCHEDULER_ENV, None)  # one process: it runs its own job scheduler
     uvicorn.Server(_uvicorn_config(settings, workers=1)).run()

@@ -3,6 +3,7 @@ runner a worker calls. Requests only ever write a job record; fit() runs elsewhe
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
     from labelbridge.jobs.rq import RQJobQueue
 
 __all__ = [
+    "SCHEDULER_ENV",
     "EmbeddedJobQueue",
     "JobQueue",
     "JobRecord",
@@ -24,6 +26,11 @@ __all__ = [
     "open_queue",
     "resolve_dirs",
 ]
+
+
+#: set to "external" by the production supervisor for its web workers: their embedded queues
+#: only submit and read, one scheduler in the supervisor runs the jobs (see cli/start.py)
+SCHEDULER_ENV = "LABELBRIDGE_JOB_SCHEDULER"
 
 
 def resolve_dirs(settings: Settings, backend_dir: Path | None) -> Settings:
@@ -37,8 +44,13 @@ def resolve_dirs(settings: Settings, backend_dir: Path | None) -> Settings:
     return settings.model_copy(update=update) if update else settings
 
 
-def open_queue(settings: Settings, backend_dir: Path | None = None) -> JobQueue:
-    """The queue the settings name: `embedded` (<model_dir>/jobs.sqlite3) or `rq` (Redis)."""
+def open_queue(
+    settings: Settings, backend_dir: Path | None = None, *, run_scheduler: bool | None = None
+) -> JobQueue:
+    """The queue the settings name: `embedded` (<model_dir>/jobs.sqlite3) or `rq` (Redis).
+
+    An embedded queue runs its own scheduler unless `run_scheduler` is False, or it is None and
+    SCHEDULER_ENV says another process runs it (a production web worker)."""
     settings = resolve_dirs(settings, backend_dir)
     if settings.job_queue is JobQueueKind.rq:
         try:
@@ -50,7 +62,11 @@ def open_queue(settings: Settings, backend_dir: Path | None = None) -> JobQueue:
             ) from exc
         return RQJobQueue(settings)
     assert settings.model_dir is not None
-    return EmbeddedJobQueue(settings, settings.model_dir / "jobs.sqlite3")
+    if run_scheduler is None:
+        run_scheduler = os.environ.get(SCHEDULER_ENV) != "external"
+    return EmbeddedJobQueue(
+        settings, settings.model_dir / "jobs.sqlite3", run_scheduler=run_scheduler
+    )
 
 
 def __getattr__(name: str) -> Any:

@@ -12,6 +12,11 @@ Why this shape:
   not from its command line. Peak memory comes from wait4()'s rusage.
 - A job left `started` by a dead server is failed on the next start (same host: its pid is
   gone) or once its heartbeat is stale (any host), so nothing stays `started` forever.
+- Submitting and running are separable (`run_scheduler=False`): in production the web workers
+  only write and read records, and one scheduler in the long-lived supervisor process runs the
+  jobs, so recycling or killing a worker never touches training. That scheduler writes a
+  heartbeat row every few seconds; a submit-only process reports `degraded` when it goes quiet,
+  since queued jobs would then wait forever.
 """
 
 from __future__ import annotations
@@ -75,6 +80,10 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, not_before);
 CREATE INDEX IF NOT EXISTS jobs_project ON jobs (project, created_at);
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at);
+CREATE TABLE IF NOT EXISTS schedulers (
+    owner TEXT PRIMARY KEY,
+    heartbeat REAL NOT NULL
+);
 """
 
 _COLUMNS = (
@@ -83,6 +92,8 @@ _COLUMNS = (
 )
 _SERVER_STOPPED = "the server stopped during the job"
 _KEEP_DONE_SECONDS = 30 * 24 * 3600
+#: rows of schedulers that stopped (one per server start) are dropped after this long
+_KEEP_SCHEDULER_SECONDS = 24 * 3600
 
 
 @dataclass
@@ -115,7 +126,11 @@ def _row_to_record(row: sqlite3.Row) -> JobRecord:
 
 
 class EmbeddedJobQueue:
-    """Jobs in SQLite, run by a scheduler thread in separate processes (or inline for tests)."""
+    """Jobs in SQLite, run by a scheduler thread in separate processes (or inline for tests).
+
+    With `run_scheduler=False` this process only submits and reads: another process (the
+    production supervisor) runs the jobs, and `health()` watches its heartbeat, which counts
+    as lost after `scheduler_stale_after` seconds."""
 
     def __init__(
         self,
@@ -123,14 +138,18 @@ class EmbeddedJobQueue:
         db_path: Path | str,
         *,
         inline: bool = False,
+        run_scheduler: bool = True,
         poll_interval: float = 0.1,
         heartbeat_interval: float = 2.0,
         stale_after: float = 60.0,
+        scheduler_stale_after: float = 10.0,
         kill_grace: float = 2.0,
     ) -> None:
         self.settings = settings
         self.db_path = Path(db_path)
         self.inline = inline
+        self.run_scheduler = run_scheduler
+        self.scheduler_stale_after = scheduler_stale_after
         self.poll_interval = poll_interval
         self.heartbeat_interval = heartbeat_interval
         self.stale_after = stale_after
@@ -141,6 +160,8 @@ class EmbeddedJobQueue:
         self._running: dict[str, _Running] = {}
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._drain_until = 0.0  # monotonic time until which running jobs may finish on stop
+        self._drain_wait = 0.0
         self._thread: threading.Thread | None = None
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
         conn = self._conn()
@@ -217,21 +238,42 @@ class EmbeddedJobQueue:
 
     # --- the JobQueue interface -----------------------------------------------------------
     def start(self) -> None:
-        """Fail jobs a dead server left behind, then start the scheduler thread."""
-        if self.inline or (self._thread is not None and self._thread.is_alive()):
+        """Fail jobs a dead server left behind, then start the scheduler thread (not in a
+        submit-only process: there, another process runs the jobs)."""
+        if not self.run_scheduler or self.inline:
+            return
+        if self._thread is not None and self._thread.is_alive():
             return
         self._recover()
+        # before any submit-only process asks, so health is ok from the start; a failed write
+        # (a full disk) must not keep the scheduler from starting: its loop beats again
+        with contextlib.suppress(QueueUnavailable):
+            self._beat()
         self._stop.clear()
+        self._drain_until = 0.0
         self._thread = threading.Thread(target=self._loop, name="labelbridge-jobs", daemon=True)
         self._thread.start()
 
-    def close(self) -> None:
-        """Stop the scheduler; jobs still running are stopped and failed (never left started)."""
+    def shutdown(self, wait: float = 0.0) -> None:
+        """Begin stopping, without blocking: claim no more jobs, give running ones `wait`
+        seconds to finish, then stop and fail them. Jobs still queued stay queued for the next
+        start. A later call does not change the first one's deadline."""
+        if self._stop.is_set():
+            return
+        self._drain_wait = max(wait, 0.0)
+        self._drain_until = time.monotonic() + self._drain_wait
         self._stop.set()
         self._wake.set()
+
+    def close(self, *, wait: float = 0.0) -> None:
+        """Stop the scheduler (see `shutdown`); jobs still running after `wait` seconds are
+        stopped and failed (never left started). A submit-only queue only lets go of its
+        database: the jobs belong to the scheduler's process."""
+        self.shutdown(wait)
         thread, self._thread = self._thread, None
         if thread is not None:
-            thread.join(self.kill_grace + 30)
+            draining = max(0.0, self._drain_until - time.monotonic())
+            thread.join(draining + self.kill_grace + 30)
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
@@ -291,9 +333,27 @@ class EmbeddedJobQueue:
         return [_row_to_record(row) for row in rows]
 
     def health(self) -> tuple[bool, str | None]:
-        if self.inline or (self._thread is not None and self._thread.is_alive()):
+        if self.inline:
+            return True, None
+        if not self.run_scheduler:
+            return self._scheduler_health()
+        if self._thread is not None and self._thread.is_alive():
             return True, None
         return False, "the embedded job scheduler is not running"
+
+    def _scheduler_health(self) -> tuple[bool, str | None]:
+        """Submit-only: is the scheduler of another process alive (its heartbeat fresh)?"""
+        try:
+            row = self._conn().execute("SELECT MAX(heartbeat) FROM schedulers").fetchone()
+        except sqlite3.Error as exc:
+            return False, f"the job database {self.db_path} cannot be read: {exc}"
+        last = row[0] if row is not None else None
+        if last is None:
+            return False, "the job scheduler has never reported (it runs in the server process)"
+        quiet = time.time() - float(last)
+        if quiet > self.scheduler_stale_after:
+            return False, f"the job scheduler has not reported for {quiet:.0f} s"
+        return True, None
 
     # --- inline mode --------------------------------------------------------------------
     def _run_inline(self, job_id: str, spec: JobSpec) -> None:
@@ -335,7 +395,7 @@ class EmbeddedJobQueue:
                 self._reap()
                 now = time.monotonic()
                 if now - last_beat >= self.heartbeat_interval:
-                    self._heartbeat()
+                    self._beat()
                     last_beat = now
                 if now - last_sweep >= max(self.heartbeat_interval * 2, 5.0):
                     self._recover()
@@ -348,7 +408,28 @@ class EmbeddedJobQueue:
                 self._stop.wait(1.0)
             self._wake.wait(self.poll_interval)
             self._wake.clear()
+        self._drain()
         self._stop_children()
+
+    def _drain(self) -> None:
+        """On a stop with a grace period: claim nothing, let running jobs finish in time."""
+        if not self._running or time.monotonic() >= self._drain_until:
+            return
+        log.info(
+            "waiting up to %.0f s for %d running job(s) to finish",
+            self._drain_until - time.monotonic(),
+            len(self._running),
+        )
+        last_beat = time.monotonic()
+        while self._running and time.monotonic() < self._drain_until:
+            try:
+                self._reap()
+                if time.monotonic() - last_beat >= self.heartbeat_interval:
+                    self._beat()  # a long drain must not look like a dead server
+                    last_beat = time.monotonic()
+            except Exception:
+                log.exception("job scheduler error while stopping (retrying)")
+            time.sleep(self.poll_interval)
 
     def _stop_children(self) -> None:
         """On close: SIGTERM (fit() can clean up), SIGKILL after the grace period, then fail."""
@@ -364,13 +445,25 @@ class EmbeddedJobQueue:
                 if signum is not None:
                     self._signal(run, signum)
 
-    def _heartbeat(self) -> None:
-        if self._running:
-            with self._tx() as conn:
+    def _beat(self) -> None:
+        """The scheduler's own heartbeat (submit-only processes read it in health()), and
+        its running jobs' (other schedulers fail a job whose heartbeat is stale)."""
+        now = time.time()
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO schedulers (owner, heartbeat) VALUES (?, ?)",
+                (self.owner, now),
+            )
+            if self._running:
                 conn.execute(
                     "UPDATE jobs SET heartbeat=? WHERE owner=? AND state='started'",
-                    (time.time(), self.owner),
+                    (now, self.owner),
                 )
+
+    def _stop_note(self) -> str:
+        if self._drain_wait > 0:
+            return f"it was shut down and the job did not finish within {self._drain_wait:g} s"
+        return "it was shut down"
 
     def _recover(self) -> None:
         """Fail `started` jobs whose server is gone: pid dead on this host, or heartbeat stale."""
@@ -402,6 +495,10 @@ class EmbeddedJobQueue:
                 "DELETE FROM jobs WHERE state IN ('finished', 'failed', 'canceled')"
                 " AND finished_at<?",
                 (time.time() - _KEEP_DONE_SECONDS,),
+            )
+            conn.execute(
+                "DELETE FROM schedulers WHERE heartbeat<?",
+                (time.time() - _KEEP_SCHEDULER_SECONDS,),
             )
 
     def _claim_next(self) -> tuple[str, str] | None:
@@ -516,7 +613,7 @@ class EmbeddedJobQueue:
                 job_id, JobState.failed, error=f"timed out after {self.settings.job_timeout:g} s"
             )
         elif run.stop_reason == "shutdown":
-            self._finish(job_id, JobState.failed, error=f"{_SERVER_STOPPED} (it was shut down)")
+            self._finish(job_id, JobState.failed, error=f"{_SERVER_STOPPED} ({self._stop_note()})")
         elif report is not None:
             self._finish(
                 job_id,
