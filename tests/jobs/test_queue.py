@@ -101,7 +101,9 @@ def test_timeout_stops_the_job(harness: Harness) -> None:
     assert failed.state is JobState.failed
     assert failed.error == "timed out after 1 s"
     assert failed.started_at is not None and failed.finished_at is not None
-    assert (failed.finished_at - failed.started_at).total_seconds() >= 1.0
+    assert (
+        failed.finished_at - failed.started_at
+    ).total_seconds() >= 0.9  # two processes stamp these: allow clock granularity
     assert harness.store.current_name("1") is None
 
 
