@@ -518,8 +518,9 @@ class Backend:
                 )
         details.sort(key=lambda d: d.created_at, reverse=True)
         names = list(dict.fromkeys(d.version for d in details))
-        if not names and project:
-            names = [self.current_version(projects[0])]
+        if not names:
+            # nothing trained yet: the version /setup reports (Label Studio lists it)
+            names = [self.current_version(projects[0])] if projects else []
         return VersionsResponse(versions=names, details=details)
 
     def duplicate_model(self, request: DuplicateModelRequest) -> dict[str, Any]:
