@@ -176,19 +176,22 @@ class _ThreadPool:
     Why not anyio.to_thread.run_sync: per call it enters a cancel scope, acquires a
     CapacityLimiter and finds its pool through a RunVar, 40-80 us of the event loop's time on
     a busy core: more than a bare uvicorn app spends on a whole request (bench/NOTES.md). Here
-    a call is a SimpleQueue.put and one call_soon_threadsafe back. contextvars are copied as
-    anyio does. Threads start on demand and stop after `idle_timeout` s without work.
+    a call is a SimpleQueue.put and one call_soon_threadsafe back; contextvars are copied as
+    anyio does. Threads start on demand, as in concurrent.futures.ThreadPoolExecutor, and stop
+    at close() (the app's shutdown).
     """
 
-    def __init__(self, size: int, idle_timeout: float = 30.0) -> None:
+    def __init__(self, size: int) -> None:
         self.size = size
-        self.idle_timeout = idle_timeout
-        self._queue: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
-        self._idle = threading.Semaphore(0)  # one token per thread waiting for work
+        self._queue: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        self._idle = threading.Semaphore(0)  # released by each thread that finished a call
         self._lock = threading.Lock()
         self._count = 0
+        self._closed = False
 
     async def run(self, func: Callable[..., Any], *args: Any) -> Any:
+        if self._closed:
+            raise RuntimeError("the thread pool is closed")
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._queue.put((contextvars.copy_context(), func, args, loop, future))
@@ -198,22 +201,15 @@ class _ThreadPool:
 
     def _grow(self) -> None:
         with self._lock:
-            if self._count >= self.size:
+            if self._count >= self.size or self._closed:
                 return
             self._count += 1
         threading.Thread(target=self._work, name="labelbridge-call", daemon=True).start()
 
     def _work(self) -> None:
         while True:
-            try:
-                item = self._queue.get(timeout=self.idle_timeout)
-            except queue.Empty:
-                if not self._idle.acquire(blocking=False):
-                    continue  # a caller counts on this thread: stay
-                with self._lock:
-                    self._count -= 1
-                if not self._queue.empty():  # work came in while this thread was leaving
-                    self._grow()
+            item = self._queue.get()
+            if item is None:
                 return
             context, func, args, loop, future = item
             del item
@@ -228,6 +224,14 @@ class _ThreadPool:
             del context, func, args, loop, future, result, error
             self._idle.release()
 
+    def close(self) -> None:
+        """Stop the threads once the calls already queued are done."""
+        with self._lock:
+            self._closed = True
+            count, self._count = self._count, 0
+        for _ in range(count):
+            self._queue.put(None)
+
 
 _POOLS: weakref.WeakKeyDictionary[Backend, _ThreadPool] = weakref.WeakKeyDictionary()
 
@@ -238,6 +242,12 @@ def _pool_for(backend: Backend) -> _ThreadPool:
     if pool is None:
         pool = _POOLS.setdefault(backend, _ThreadPool(backend.settings.threads))
     return pool
+
+
+def _close_pool(backend: Backend) -> None:
+    pool = _POOLS.pop(backend, None)
+    if pool is not None:
+        pool.close()
 
 
 async def _predict_direct(backend: Backend, debug: bool, receive: Receive, send: Send) -> None:
@@ -286,10 +296,9 @@ def _unexpected_error(exc: Exception, debug: bool) -> ORJSONResponse:
 def make_router(backend: Backend) -> APIRouter:
     """The protocol's routes for one backend."""
     router = APIRouter()
-    pool = _pool_for(backend)
 
     async def in_thread(func: Callable[..., Any], *args: Any) -> Any:
-        return await pool.run(func, *args)
+        return await _pool_for(backend).run(func, *args)
 
     @router.get("/", include_in_schema=False)
     @router.get("/health", responses=_responses(HealthResponse))
@@ -613,6 +622,7 @@ def create_app(backends: Backend | Mapping[str, Backend]) -> FastAPI:
                 sharer.stop()
             for backend in mounted.values():
                 backend.close()
+                _close_pool(backend)
 
     app = FastAPI(
         title="labelbridge ML backend",
