@@ -462,3 +462,16 @@ def test_one_backend_argument_keeps_the_single_mode(tmp_path: Path) -> None:
     alpha = make_model(tmp_path, "alpha")
     with pytest.raises(typer.BadParameter, match="given twice"):
         parse_backend_args([f"a={alpha}", f"a={alpha}"])
+
+
+def test_each_mounted_backend_gets_its_own_store_queue_and_s3_prefix(tmp_path: Path) -> None:
+    from labelbridge.multi import backend_settings
+
+    base = Settings(model_dir=tmp_path, rq_queue_name="q", model_store_s3_prefix="team/")
+    ner, text = backend_settings(base, "ner"), backend_settings(base, "text")
+    assert (ner.model_dir, text.model_dir) == (
+        (tmp_path / "ner").absolute(),
+        (tmp_path / "text").absolute(),
+    )
+    assert (ner.rq_queue_name, text.rq_queue_name) == ("q-ner", "q-text")
+    assert (ner.model_store_s3_prefix, text.model_store_s3_prefix) == ("team/ner/", "team/text/")

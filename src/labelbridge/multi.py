@@ -74,6 +74,8 @@ def backend_settings(settings: Settings, name: str, backend_dir: Path | None = N
         update={
             "model_dir": (base / name).absolute(),
             "rq_queue_name": f"{settings.rq_queue_name}-{name}",
+            # with MODEL_STORE=s3 the backends share a bucket: each gets its own prefix
+            "model_store_s3_prefix": f"{settings.model_store_s3_prefix.rstrip('/')}/{name}/",
         }
     )
 
