@@ -5,52 +5,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
-from support import free_port
-
-LABELBRIDGE = str(Path(sys.executable).with_name("labelbridge"))
-
-
-@contextmanager
-def started(backend: Path, tmp: Path, *extra: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    port = free_port()
-    env = {**os.environ, "MODEL_DIR": str(tmp / "models"), "LOG_DIR": str(tmp / "logs")}
-    proc = subprocess.Popen(
-        [LABELBRIDGE, "start", str(backend), "--host", "127.0.0.1", "--port", str(port), *extra],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=1).json()["model_state"] == "ready":
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                out = proc.stdout.read().decode() if proc.stdout else ""
-                raise AssertionError(f"server did not become ready:\n{out}")
-            time.sleep(0.1)
-        yield url, proc
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+from support import LABELBRIDGE, free_port, labelbridge_start
 
 
 def test_init_scaffolds_a_backend_that_starts_and_predicts(tmp_path: Path) -> None:
@@ -72,7 +31,8 @@ def test_init_scaffolds_a_backend_that_starts_and_predicts(tmp_path: Path) -> No
     )
     assert again.returncode == 2 and "already has" in again.stderr
     config = (folder / "label_config.xml").read_text()
-    with started(folder, tmp_path) as (url, _):
+    with labelbridge_start(str(folder), tmp=tmp_path) as server:
+        url = server.url
         health = httpx.get(f"{url}/health").json()
         assert health["status"] == "UP" and health["model_class"] == "MyBackend"
         setup = httpx.post(f"{url}/setup", json={"project": "1.1", "schema": config}).json()
@@ -114,12 +74,11 @@ def test_start_reports_a_missing_requirement_by_name(tmp_path: Path) -> None:
 def test_sigterm_stops_the_server_cleanly(tmp_path: Path) -> None:
     folder = tmp_path / "b"
     subprocess.run([LABELBRIDGE, "init", str(folder)], check=True, capture_output=True)
-    with started(folder, tmp_path) as (_, proc):
-        os.killpg(proc.pid, signal.SIGTERM)
+    with labelbridge_start(str(folder), tmp=tmp_path) as server:
+        os.killpg(server.process.pid, signal.SIGTERM)
         # uvicorn finishes in-flight work, then re-raises the signal so the exit status tells
-        assert proc.wait(15) in (0, -signal.SIGTERM)
-        output = proc.stdout.read().decode() if proc.stdout else ""
-        assert "Application shutdown complete" in output
+        assert server.process.wait(15) in (0, -signal.SIGTERM)
+        assert "Application shutdown complete" in server.output()
 
 
 def test_settings_table_lists_every_setting() -> None:
@@ -144,33 +103,12 @@ def test_start_serves_several_backends_under_their_prefixes(tmp_path: Path) -> N
     for name in ("yes-no", "other"):
         subprocess.run([LABELBRIDGE, "init", str(tmp_path / name)], check=True, capture_output=True)
     config = (tmp_path / "yes-no" / "label_config.xml").read_text()
-    port = free_port()
-    env = {**os.environ, "MODEL_DIR": str(tmp_path / "models"), "LOG_DIR": str(tmp_path / "logs")}
     args = [f"a={tmp_path / 'yes-no'}", f"b={tmp_path / 'other'}"]
-    proc = subprocess.Popen(
-        [LABELBRIDGE, "start", *args, "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/b/health", timeout=1).json()["model_state"] == "ready":
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
-            time.sleep(0.1)
+    with labelbridge_start(*args, tmp=tmp_path, health="/b/health") as server:
+        url = server.url
         assert httpx.get(f"{url}/a/health").json()["model_class"] == "YesNo"
         assert httpx.get(f"{url}/b/health").json()["model_class"] == "Other"
         for name, version in (("a", "yes-no-v0"), ("b", "other-v0")):
             body = {"project": "3.1", "schema": config}
             assert httpx.post(f"{url}/{name}/setup", json=body).json() == {"model_version": version}
         assert (tmp_path / "models" / "a").is_dir() and (tmp_path / "models" / "b").is_dir()
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(15)

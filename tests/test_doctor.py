@@ -9,11 +9,8 @@ from __future__ import annotations
 import io
 import json
 import os
-import signal
 import socket
 import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -33,9 +30,8 @@ from labelbridge.model import Model
 from labelbridge.server import create_app
 from labelbridge.service import Backend
 from labelbridge.settings import Settings
-from support import free_port, serve
+from support import LABELBRIDGE, free_port, labelbridge_start, serve
 
-LABELBRIDGE = str(Path(sys.executable).with_name("labelbridge"))
 TASKS = [{"data": {"text": "I love it"}}, {"data": {"text": "meh"}}, {"data": {"text": "bad"}}]
 MISSING_PACKAGE = "surely-not-installed-doctor-pkg"
 HEALTHY_MODEL = """
@@ -394,26 +390,8 @@ def test_the_cli_finds_the_started_process_and_its_missing_package(
     (backend_folder / "requirements.txt").write_text(f"httpx\n{MISSING_PACKAGE}>=1.0\n")
     (tmp_path / "config.xml").write_text(CHOICES_CONFIG)
     (tmp_path / "tasks.json").write_text(json.dumps(TASKS))
-    port = free_port()
-    env = {**os.environ, "MODEL_DIR": str(tmp_path / "models"), "LOG_DIR": str(tmp_path / "logs")}
-    server = subprocess.Popen(
-        [LABELBRIDGE, "start", str(backend_folder), "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=1).json()["model_state"] == "ready":
-                    break
-            except httpx.HTTPError:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, "server did not start"
-            time.sleep(0.1)
+    with labelbridge_start(str(backend_folder), tmp=tmp_path) as server:
+        url = server.url
         inputs = ["--config", str(tmp_path / "config.xml"), "--tasks", str(tmp_path / "tasks.json")]
         done = subprocess.run(
             [LABELBRIDGE, "doctor", "--backend", url, "--json", *inputs],
@@ -423,15 +401,12 @@ def test_the_cli_finds_the_started_process_and_its_missing_package(
             check=False,
             env={k: v for k, v in os.environ.items() if not k.startswith("LABEL_STUDIO_")},
         )
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(15)
     assert done.returncode == 1, done.stderr
     checks = {c["name"]: c for c in json.loads(done.stdout)}
     requirements = checks["requirements"]
     assert requirements["status"] == "fail"
     assert requirements["data"]["missing"] == [MISSING_PACKAGE]
-    assert f"process {server.pid}" in requirements["measured"]
+    assert f"process {server.process.pid}" in requirements["measured"]
     assert "-m pip install -r" in requirements["fix"]
     others = {name: c["status"] for name, c in checks.items() if name != "requirements"}
     assert "fail" not in others.values(), others

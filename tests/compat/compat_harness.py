@@ -31,7 +31,7 @@ from fakes.labelstudio import DEFAULT_CONFIG as SENTIMENT
 from labelbridge.label_config import LabelConfig
 from labelbridge.settings import Settings
 from labelbridge.validation import validate_prediction
-from support import captured_request, free_port
+from support import captured_request, free_port, wait_until_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 BACKENDS = ROOT / "tests" / "compat_backends"
@@ -209,19 +209,9 @@ def serve(
     try:
         with httpx.Client(timeout=60, trust_env=False) as http:
             running = Running(f"http://127.0.0.1:{port}", log, http)
-            deadline = time.monotonic() + startup
-            while True:
-                if process.poll() is not None:
-                    raise running.fail(f"the server exited with code {process.returncode}")
-                try:
-                    state = http.get(running.url + "/health", timeout=2).json().get("model_state")
-                except (httpx.HTTPError, ValueError):
-                    state = None
-                if state == "ready":
-                    break
-                if state == "failed" or time.monotonic() > deadline:
-                    raise running.fail(f"the model did not get ready (state {state!r})")
-                time.sleep(0.05)
+            problem = wait_until_ready(running.url, process, timeout=startup)
+            if problem:
+                raise running.fail(problem)
             yield running
     finally:
         _stop(process)

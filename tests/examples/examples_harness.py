@@ -25,6 +25,7 @@ import httpx
 from labelbridge.label_config import LabelConfig
 from labelbridge.settings import Settings
 from labelbridge.validation import validate_prediction
+from support import wait_until_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -189,19 +190,9 @@ def run_example(
                 log,
                 _read(EXAMPLES / name / "label_config.xml"),
             )
-            deadline = time.monotonic() + startup
-            while True:
-                if process.poll() is not None:
-                    raise example.fail(f"the server exited with code {process.returncode}")
-                try:
-                    state = http.get(example.url + "/health", timeout=2).json().get("model_state")
-                except (httpx.HTTPError, ValueError):
-                    state = None
-                if state == "ready":
-                    break
-                if state == "failed" or time.monotonic() > deadline:
-                    raise example.fail(f"the model did not get ready (state {state!r})")
-                time.sleep(0.1)
+            problem = wait_until_ready(example.url, process, timeout=startup)
+            if problem:
+                raise example.fail(problem)
             yield example
     finally:
         _stop(process)
