@@ -62,6 +62,27 @@ def captured_request(captures: dict[str, Any], step: str, path: str) -> dict[str
 LABELBRIDGE = str(Path(sys.executable).with_name("labelbridge"))
 
 
+def backend_environment(tmp: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This environment without any labelbridge setting a developer may have exported, for a
+    backend process under test: its folders in `tmp`, the embedded queue, debug validation."""
+    from labelbridge.settings import Settings
+
+    names = {name.upper() for name in Settings.model_fields}
+    env = {k: v for k, v in os.environ.items() if k.upper() not in names}
+    env.update(
+        MODEL_DIR=str(tmp / "models"),
+        LOG_DIR=str(tmp / "logs"),
+        JOB_QUEUE="embedded",
+        DEBUG="true",  # an invalid predicted item is an error, not silently dropped
+        TRAIN_ON_ANNOTATIONS="off",
+        PYTHONUNBUFFERED="1",
+        HF_HUB_OFFLINE="1",
+        NO_PROXY="127.0.0.1,localhost",
+    )
+    env.update(extra or {})
+    return env
+
+
 def wait_until_ready(
     url: str, process: subprocess.Popen[Any], *, timeout: float = 30.0, path: str = "/health"
 ) -> str | None:

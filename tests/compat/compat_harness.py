@@ -29,9 +29,8 @@ import httpx
 from fakes import FakeLabelStudio
 from fakes.labelstudio import DEFAULT_CONFIG as SENTIMENT
 from labelbridge.label_config import LabelConfig
-from labelbridge.settings import Settings
 from labelbridge.validation import validate_prediction
-from support import captured_request, free_port, wait_until_ready
+from support import backend_environment, captured_request, free_port, wait_until_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 BACKENDS = ROOT / "tests" / "compat_backends"
@@ -72,23 +71,6 @@ def changed_lines(original: Path, rewritten: Path) -> list[str]:
                 continue
             out.append(line)
     return out
-
-
-def environment(tmp: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """This environment without any labelbridge setting a developer may have exported."""
-    names = {name.upper() for name in Settings.model_fields}
-    env = {k: v for k, v in os.environ.items() if k.upper() not in names}
-    env.update(
-        MODEL_DIR=str(tmp / "models"),
-        LOG_DIR=str(tmp / "logs"),
-        JOB_QUEUE="embedded",
-        DEBUG="true",  # an invalid predicted item is an error, not silently dropped
-        TRAIN_ON_ANNOTATIONS="off",
-        PYTHONUNBUFFERED="1",
-        NO_PROXY="127.0.0.1,localhost",
-    )
-    env.update(extra or {})
-    return env
 
 
 def _tail(path: Path, lines: int = 60) -> str:
@@ -200,7 +182,7 @@ def serve(
         process = subprocess.Popen(
             command,
             cwd=tmp,
-            env=environment(tmp, env),
+            env=backend_environment(tmp, env),
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -23,9 +23,8 @@ from typing import Any
 import httpx
 
 from labelbridge.label_config import LabelConfig
-from labelbridge.settings import Settings
 from labelbridge.validation import validate_prediction
-from support import wait_until_ready
+from support import backend_environment, wait_until_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -129,23 +128,6 @@ class Example:
         raise self.fail(f"/versions does not list {version}: {answer.text[:1000]}")
 
 
-def _environment(tmp_path: Path, extra: dict[str, str] | None) -> dict[str, str]:
-    """This environment without any labelbridge setting a developer may have exported."""
-    names = {name.upper() for name in Settings.model_fields}
-    env = {k: v for k, v in os.environ.items() if k.upper() not in names}
-    env.update(
-        MODEL_DIR=str(tmp_path / "models"),
-        LOG_DIR=str(tmp_path / "logs"),
-        JOB_QUEUE="embedded",
-        DEBUG="true",  # an invalid predicted item is an error, not silently dropped
-        TRAIN_ON_ANNOTATIONS="off",
-        PYTHONUNBUFFERED="1",
-        HF_HUB_OFFLINE="1",
-    )
-    env.update(extra or {})
-    return env
-
-
 def _stop(process: subprocess.Popen[bytes]) -> None:
     for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
         try:
@@ -175,7 +157,7 @@ def run_example(
         process = subprocess.Popen(
             command,
             cwd=tmp_path,
-            env=_environment(tmp_path, env),
+            env=backend_environment(tmp_path, env),
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
