@@ -71,6 +71,40 @@ def test_start_reports_a_missing_requirement_by_name(tmp_path: Path) -> None:
     assert "surely_not_installed_pkg" in done.stderr and "requirements.txt" in done.stderr
 
 
+def test_production_checks_the_model_in_a_child_and_never_imports_it_in_the_supervisor(
+    tmp_path: Path,
+) -> None:
+    """A model.py importing torch would otherwise stay in the supervisor's memory for its whole
+    life: the supervisor checks the class in a short-lived process, and only workers import it.
+    A bad backend still fails at once with the same clear error, named backends included."""
+    folder = tmp_path / "b"
+    subprocess.run([LABELBRIDGE, "init", str(folder)], check=True, capture_output=True)
+    imports = tmp_path / "imports.txt"
+    model = folder / "model.py"
+    model.write_text(
+        model.read_text()
+        + f"\nimport os\nwith open({str(imports)!r}, 'a') as _f:\n    _f.write(f'{{os.getpid()}}\\n')\n"
+    )
+    with labelbridge_start(str(folder), "--production", tmp=tmp_path) as server:
+        importers = {int(line) for line in imports.read_text().split()}
+        assert server.process.pid not in importers  # the supervisor
+        assert len(importers) == 2  # the check's child, and the one worker
+    (tmp_path / "needs").mkdir()
+    (tmp_path / "needs" / "model.py").write_text("import surely_not_installed_pkg\n")
+    for targets in ([str(tmp_path / "needs")], [f"good={folder}", f"bad={tmp_path / 'needs'}"]):
+        done = subprocess.run(
+            [LABELBRIDGE, "start", *targets, "--production", "--port", str(free_port())],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 2, done.stderr
+        assert "surely_not_installed_pkg" in done.stderr and "requirements.txt" in done.stderr
+        assert "Traceback" not in done.stderr
+        assert ("bad=" in done.stderr) is (len(targets) == 2)
+
+
 def test_sigterm_stops_the_server_cleanly(tmp_path: Path) -> None:
     folder = tmp_path / "b"
     subprocess.run([LABELBRIDGE, "init", str(folder)], check=True, capture_output=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -374,3 +375,56 @@ def test_async_client_shares_the_definitions(stub: StubBackend) -> None:
         client.setup(1, CONFIG, hostname="http://ls")
     first, second = stub.bodies("/setup")
     assert first == second  # the same body from both clients
+
+
+def test_answers_are_checked_in_order_with_one_validation() -> None:
+    """All predictions are validated in one call; the error names the first bad one, as a
+    check one by one would, whatever the shapes of the items around it."""
+    good = {"result": [{"from_name": "s", "value": {}}]}
+    answers = {
+        "a": {"results": [good, [good, {"result": [], "score": "high"}], 3]},
+        "b": {"results": [good, {"from_name": "s", "value": {}}, [good, good], {"result": 7}]},
+        "c": {"results": [None, [{"from_name": "s"}, {"result": []}]]},
+    }
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=answers[json.loads(request.content)["project"][0]])
+
+    with MLBackendClient("http://backend:9090", transport=httpx.MockTransport(answer)) as client:
+        with pytest.raises(BadAnswer, match=r"answer results\[1\]: Input should be a valid number"):
+            client.predict(TASKS[:3], project="a")
+        with pytest.raises(BadAnswer, match=r"answer results\[3\]: Input should be a valid list"):
+            client.predict(TASKS[:4], project="b")
+        with pytest.raises(BadAnswer, match=r"answer results\[1\] is neither a prediction"):
+            client.predict(TASKS[:2], project="c")
+
+
+def test_json_on_the_wire_is_the_stdlibs() -> None:
+    """Bodies and answers go through orjson, with the stdlib's meaning: what it refuses to
+    send is refused (NaN, a UUID), what orjson would read otherwise is read as it reads it."""
+    answers = {
+        "big": b'{"results": [{"result": [], "id": 123456789012345678901234567890}]}',
+        "nan": b'{"results": [{"result": [], "score": NaN}]}',
+        "bom": b'\xef\xbb\xbf{"results": [{"result": [], "model_version": "\\u00e9"}]}',
+    }
+    sent: list[bytes] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request.content)
+        return httpx.Response(200, content=answers[json.loads(request.content)["project"][:3]])
+
+    task = {"data": {"text": "é \u2028", "n": 2**70, "t": (1, 2), 5: None}}
+    with MLBackendClient("http://backend:9090", transport=httpx.MockTransport(answer)) as client:
+        big = client.predict([task], project="big")
+        with pytest.raises(BadAnswer, match="score must be a finite number"):
+            client.predict([task], project="nan")
+        assert client.predict([task], project="bom").results[0][0].model_version == "é"
+        with pytest.raises(ValueError, match="Out of range float"):
+            client.predict([{"data": {"x": float("nan")}}], project="big")
+        with pytest.raises(TypeError, match="UUID is not JSON serializable"):
+            client.predict([{"data": {"x": uuid.UUID(int=1)}}], project="big")
+    assert big.results[0][0].model_extra == {"id": 123456789012345678901234567890}
+    assert json.loads(sent[0])["tasks"] == [
+        {"data": {"text": "é \u2028", "n": 2**70, "t": [1, 2], "5": None}}
+    ]
+    assert len(sent) == 3  # the refused bodies were never sent

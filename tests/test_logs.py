@@ -128,3 +128,31 @@ def test_rotation_is_safe_with_several_writer_processes(tmp_path: Path) -> None:
     assert len(files) - 1 >= total // 32_000  # it rotated, once per crossing
     for rotated in files[1:]:
         assert 16_000 <= rotated.stat().st_size < 32_000, rotated
+
+
+@pytest.mark.parametrize("access_log", [False, True])
+def test_predict_lines_are_opt_in_and_failed_requests_always_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, access_log: bool
+) -> None:
+    """Thousands of /predict lines a second would rotate the errors out of uwsgi.log: one line
+    per /predict only with ACCESS_LOG; a failed request and /train are always logged."""
+    from _backends import CHOICES_CONFIG, Echo
+    from labelbridge.server import create_app
+    from labelbridge.service import Backend
+    from support import serve
+
+    settings = Settings(model_dir=tmp_path / "models", access_log=access_log)
+    app = create_app(Backend(Echo, settings, model_ref="_backends:Echo"))
+    body = {"tasks": [{"id": 1, "data": {"text": "hi"}}], "project": "1.1"}
+    with serve(app) as url, httpx.Client(timeout=10) as http:
+        assert http.post(
+            f"{url}/setup", json={"project": "1.1", "schema": CHOICES_CONFIG}
+        ).is_success
+        with caplog.at_level(logging.INFO, logger="labelbridge.server"):
+            assert http.post(f"{url}/predict", json=body).status_code == 200
+            assert http.post(f"{url}/predict", content=b"{").status_code == 400
+            http.post(f"{url}/train", json={"project": "1.1", "annotations": []})
+    lines = [r.getMessage() for r in caplog.records if r.name == "labelbridge.server"]
+    assert any(line.startswith("POST /predict -> 200 in ") for line in lines) is access_log, lines
+    assert any(line.startswith("POST /predict -> 400 in ") for line in lines), lines
+    assert any(line.startswith("POST /train -> ") for line in lines), lines

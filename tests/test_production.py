@@ -316,7 +316,12 @@ def test_health_reports_a_silent_scheduler(tmp_path: Path) -> None:
                     time.sleep(0.02)
             else:
                 raise AssertionError("the job database stayed locked")
-            health = httpx.get(f"{server.url}/health", timeout=5).json()
+            deadline = time.monotonic() + 5  # the queue is looked at once a second
+            while True:
+                health = httpx.get(f"{server.url}/health", timeout=5).json()
+                if health["queue"] == "degraded" or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
             assert health["queue"] == "degraded", health
             assert health["queue_error"].startswith("the job scheduler has not reported for 6")
             _setup(server.url)
@@ -361,6 +366,9 @@ def test_the_supervisor_schedules_every_database_the_workers_submit_to(
     schedulers = _start_schedulers(Settings(**overrides))
     try:
         assert len(schedulers) == 2
+        deadline = time.monotonic() + 6  # /health reports the queue as last looked at
+        while queues() != {"ner": "ok", "sentiment": "ok"} and time.monotonic() < deadline:
+            time.sleep(0.2)
         assert queues() == {"ner": "ok", "sentiment": "ok"}
     finally:
         _stop_schedulers(schedulers, 0.0)

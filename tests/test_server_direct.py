@@ -1,6 +1,6 @@
 """The server's fast paths: its thread pool, and POST /predict served straight from the gate.
 
-The direct /predict path (server._predict_direct) must answer exactly as the FastAPI route it
+The direct /predict path (_gate.Gate._predict) must answer exactly as the FastAPI route it
 bypasses, errors included: each body here is sent through both and the answers compared.
 """
 
@@ -17,8 +17,9 @@ import httpx
 import pytest
 
 from _backends import CHOICES_CONFIG, Echo, Raises, WrongCount
+from labelbridge._pool import ThreadPool
 from labelbridge.model import Model
-from labelbridge.server import _Gate, _ThreadPool, create_app
+from labelbridge.server import create_app
 from labelbridge.service import Backend
 from labelbridge.settings import Settings
 from support import serve
@@ -32,7 +33,7 @@ def _run(coro: Any) -> Any:
 
 # --- the thread pool ----------------------------------------------------------------------
 def test_pool_returns_results_and_raises_errors_of_the_call() -> None:
-    pool = _ThreadPool(2)
+    pool = ThreadPool(2)
 
     async def main() -> None:
         assert await pool.run(lambda a, b: a + b, 2, 3) == 5
@@ -47,7 +48,7 @@ def test_pool_returns_results_and_raises_errors_of_the_call() -> None:
 
 def test_pool_copies_context_variables_into_the_thread() -> None:
     var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
-    pool = _ThreadPool(1)
+    pool = ThreadPool(1)
 
     async def main() -> str:
         var.set("from the request")
@@ -58,7 +59,7 @@ def test_pool_copies_context_variables_into_the_thread() -> None:
 
 
 def test_pool_never_runs_more_than_its_size_at_once() -> None:
-    pool = _ThreadPool(3)
+    pool = ThreadPool(3)
     running = 0
     peak = 0
     lock = threading.Lock()
@@ -82,7 +83,7 @@ def test_pool_never_runs_more_than_its_size_at_once() -> None:
 
 def test_close_stops_the_threads_after_the_queued_calls() -> None:
     before = set(threading.enumerate())
-    pool = _ThreadPool(4)
+    pool = ThreadPool(4)
 
     async def main() -> list[None]:
         return await asyncio.gather(*(pool.run(time.sleep, 0.01) for _ in range(8)))
@@ -99,14 +100,6 @@ def test_close_stops_the_threads_after_the_queued_calls() -> None:
 
 
 # --- the direct /predict path -------------------------------------------------------------
-def _gate_of(app: Any) -> _Gate:
-    node = app.middleware_stack
-    while node is not None and not isinstance(node, _Gate):
-        node = getattr(node, "app", None)
-    assert isinstance(node, _Gate), "no _Gate in the built middleware stack"
-    return node
-
-
 BODIES: list[tuple[str, bytes | None]] = [
     ("label studio's body", None),
     ("empty body", b""),
@@ -148,7 +141,7 @@ def test_direct_predict_answers_as_the_route(tmp_path: Path, model_cls: type[Mod
             return out
 
         direct = answers()
-        gate = _gate_of(app)
+        gate = app.gate
         assert gate.direct, "POST /predict is not served directly"
         gate.direct = {}
         through_fastapi = answers()

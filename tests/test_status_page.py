@@ -46,7 +46,7 @@ def test_status_page_shows_versions_chart_jobs_and_logs(tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
     backend = make_backend(tmp_path / "b")
-    env = {"BASIC_AUTH_USER": USER, "BASIC_AUTH_PASS": PASSWORD}
+    env = {"BASIC_AUTH_USER": USER, "BASIC_AUTH_PASS": PASSWORD, "ACCESS_LOG": "true"}
     with running(backend, env=env, auth=(USER, PASSWORD)) as server:
         jobs = [server.train(1), server.train(3)]
         for job in jobs:

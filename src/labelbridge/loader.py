@@ -113,6 +113,34 @@ def load_model_class(ref: str | Path, class_name: str | None = None) -> type[Mod
     return _as_model(classes[0])
 
 
+def check_model_class(ref: str | Path, class_name: str | None = None) -> None:
+    """load_model_class in a short-lived child process: the same errors, without the model's
+    imports (torch and the like: hundreds of MB) staying in the caller for its whole life.
+    The production supervisor checks this way; it never serves a request itself."""
+    import json
+    import subprocess
+
+    argv = [
+        sys.executable,
+        "-m",
+        "labelbridge.loader",
+        str(ref),
+        *([class_name] if class_name else []),
+    ]
+    done = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if done.returncode == 0:
+        return
+    try:
+        error = json.loads(done.stdout)
+    except ValueError:
+        # not one of ours (model.py raised at import): its traceback's last lines say why
+        tail = "\n".join(done.stderr.strip().splitlines()[-5:])
+        raise BadRequest(f"importing {ref} failed:\n{tail}") from None
+    raise (MissingDependency if error["error"] == "MissingDependency" else BadRequest)(
+        error["detail"], fix=error.get("fix")
+    )
+
+
 def _as_model(cls: type) -> type[Model]:
     if isinstance(cls, type) and issubclass(cls, Model):
         return cls
@@ -143,3 +171,15 @@ def describe_missing_requirements(backend_dir: Path) -> list[str]:
         except metadata.PackageNotFoundError:
             missing.append(name)
     return missing
+
+
+if __name__ == "__main__":  # check_model_class's child: exit 0, or 2 with the error as JSON
+    import json
+
+    from labelbridge.errors import LabelBridgeError
+
+    try:
+        load_model_class(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None)
+    except LabelBridgeError as exc:
+        print(json.dumps(exc.to_dict()))
+        sys.exit(2)

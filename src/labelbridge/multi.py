@@ -16,13 +16,15 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from fastapi import FastAPI
 
 from labelbridge.errors import LabelBridgeError
 from labelbridge.settings import Settings
+
+if TYPE_CHECKING:  # `labelbridge start` parses its arguments here without loading FastAPI
+    from fastapi import FastAPI
 
 __all__ = ["backend_settings", "build_multi_app", "parse_backend_args"]
 
@@ -32,11 +34,28 @@ _RESERVED = frozenset({"health", "docs", "redoc", "openapi.json"})
 _STATES = ("failed", "loading", "ready")  # worst first
 
 
+def check_backends(
+    first: str, backends: dict[str, str] | None, class_name: str | None, *, isolated: bool
+) -> None:
+    """Every backend's model class loads, else typer.BadParameter naming it (exit 2), before
+    any worker starts. `isolated`: in a child process (the production supervisor must not hold
+    the models' imports)."""
+    from labelbridge.loader import check_model_class, load_model_class
+
+    check = check_model_class if isolated else load_model_class
+    for name, ref in (backends or {"": first}).items():
+        try:
+            check(ref, None if backends else class_name)
+        except LabelBridgeError as exc:
+            raise typer.BadParameter(f"{name}={ref}: {exc}" if name else str(exc)) from exc
+
+
 def parse_backend_args(args: Sequence[str] | None) -> tuple[str, dict[str, str] | None]:
     """`labelbridge start`'s arguments: one backend (folder or module:Class), or several
     NAME=BACKEND pairs. Returns the backend to check and log for, and {name: reference} for
-    several (None for one). Bad input raises typer.BadParameter (a usage error, exit 2)."""
-    from labelbridge.loader import load_model_class, model_ref_for
+    several (None for one). Bad input raises typer.BadParameter (a usage error, exit 2); the
+    model classes are checked by the caller (`check_backends`)."""
+    from labelbridge.loader import model_ref_for
 
     items = list(args or [])
     if not any("=" in item for item in items):
@@ -58,12 +77,7 @@ def parse_backend_args(args: Sequence[str] | None) -> tuple[str, dict[str, str] 
             )
         if name in backends:
             raise typer.BadParameter(f"the name {name!r} is given twice")
-        ref = model_ref_for(target)
-        try:
-            load_model_class(ref)  # fail here, with the name, not in a worker process
-        except LabelBridgeError as exc:
-            raise typer.BadParameter(f"{name}={target}: {exc}") from exc
-        backends[name] = ref
+        backends[name] = model_ref_for(target)
     return next(iter(backends.values())), backends
 
 

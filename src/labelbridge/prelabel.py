@@ -37,11 +37,11 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any
 
 import httpx
 
+from labelbridge._task_filter import TaskFilter
 from labelbridge.client import CallHTTPError, CallUnreachable
 from labelbridge.errors import (
     InvalidLabelConfig,
@@ -65,19 +65,6 @@ __all__ = [
 log = logging.getLogger("labelbridge.prelabel")
 
 _REASON_CHARS = 300
-
-
-class TaskFilter(str, Enum):
-    """Which tasks a run predicts. Every filter skips tasks that already have a prediction of
-    the run's model version: that is what makes a run idempotent."""
-
-    #: tasks without annotations (Label Studio's `total_annotations` = 0): the usual target
-    unlabeled = "unlabeled"
-    #: every task, annotated ones too; already predicted ones are counted as skipped
-    all = "all"
-    #: tasks without this version's prediction, selected by Label Studio itself, so that a
-    #: resumed run of a large project does not even transfer the finished tasks
-    no_prediction = "no-prediction-for-version"
 
 
 @dataclass

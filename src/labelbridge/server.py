@@ -8,36 +8,33 @@ paths onto whatever backend URL it was given, so `http://host:9090/ner` works).
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import contextlib
-import contextvars
-import hmac
 import logging
 import os
-import queue
-import threading
-import time
-import traceback
-import weakref
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
-import orjson
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from labelbridge import __version__
-from labelbridge.errors import AuthenticationRequired, BadRequest, LabelBridgeError
-from labelbridge.logs import mask_secrets
+from labelbridge._environ import METRICS_DIR_ENV, REPLACEMENT_ENV, SERVE_ENV
+from labelbridge._gate import (
+    Gate,
+    ORJSONResponse,
+    field_of,
+    our_error,
+    parse_raw,
+    unexpected_error,
+)
+from labelbridge._pool import close_pool, pool_for
+from labelbridge.errors import LabelBridgeError
 from labelbridge.metrics import SharedMetrics
 from labelbridge.protocol import (
     DeleteRequest,
@@ -69,72 +66,13 @@ __all__ = ["create_app", "make_router"]
 log = logging.getLogger("labelbridge.server")
 M = TypeVar("M", bound=BaseModel)
 
-#: routes that answer without credentials (health reveals nothing secret)
-_OPEN_PATHS = ("/", "/health")
-#: polled by the status page itself and by monitors: kept out of "recent requests"
-_QUIET_ROUTES = frozenset({"/status.json", "/metrics"})
-#: inference and training requests: one INFO line each in uwsgi.log (all requests with --debug)
-_LOGGED_ROUTES = frozenset({"/predict", "/train", "/webhook"})
-#: how much of a request body --debug logs
-_DEBUG_BODY_BYTES = 4096
 #: how long a replacement worker waits for its model before it serves anyway
 _REPLACEMENT_LOAD_WAIT = 3600.0
-#: set by the production supervisor in the environment of workers that replace another
-REPLACEMENT_ENV = "LABELBRIDGE_REPLACEMENT"
-#: the supervisor's shared folder for metrics across workers
-METRICS_DIR_ENV = "LABELBRIDGE_METRICS_DIR"
 _BODY_MODELS: list[type[BaseModel]] = []
 
 
-class ORJSONResponse(JSONResponse):
-    """JSON rendered by orjson: several times faster than the stdlib for large predict answers.
-
-    A JSONResponse subclass so that OpenAPI documents 200 answers as their model alone (a
-    plain Response made FastAPI add `type: string` beside the model's $ref)."""
-
-    media_type = "application/json"
-
-    def render(self, content: Any) -> bytes:
-        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
-
-
-def _error(exc: LabelBridgeError) -> ORJSONResponse:
-    return ORJSONResponse(exc.to_dict(), status_code=exc.status_code)
-
-
-def _field_of(error: Mapping[str, Any]) -> str:
-    parts = [str(p) for p in error.get("loc", ()) if p not in ("body",)]
-    out = ""
-    for part in parts:
-        out += f"[{part}]" if part.isdigit() else (f".{part}" if out else part)
-    return out
-
-
 async def _parse(request: Request, model: type[M]) -> M:
-    return _parse_raw(await request.body(), model)
-
-
-def _parse_raw(raw: bytes, model: type[M]) -> M:
-    if not raw.strip():
-        raise BadRequest("the request body is empty; a JSON object is expected", field="body")
-    try:
-        # orjson is strict RFC 8259 JSON: NaN, Infinity and overflowing numbers (1e309) are
-        # refused here, as Label Studio never sends them; pydantic's own JSON parser would
-        # let them through as non-finite floats. Costs ~10-20% more than model_validate_json
-        # on a 20k-task body (~20 ms), nothing measurable on small ones.
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"the body is not valid JSON: {exc}", field="body") from None
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        errors = exc.errors(include_url=False)
-        first = errors[0]
-        field = _field_of(first) or "body"
-        detail = "; ".join(f"{_field_of(e) or 'body'}: {e.get('msg')}" for e in errors[:5])
-        err = BadRequest(detail, field=field)
-        err.status_code = 422
-        raise err from None
+    return parse_raw(await request.body(), model)
 
 
 def _json(model: BaseModel, status: int = 200) -> ORJSONResponse:
@@ -161,144 +99,12 @@ def _responses(model: type[BaseModel], status: int = 200) -> dict[int | str, dic
     }
 
 
-def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if future.cancelled():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
-
-
-class _ThreadPool:
-    """At most `size` threads for the blocking calls (the model's predict() above all).
-
-    Why not anyio.to_thread.run_sync: per call it enters a cancel scope, acquires a
-    CapacityLimiter and finds its pool through a RunVar, 40-80 us of the event loop's time on
-    a busy core: more than a bare uvicorn app spends on a whole request (bench/NOTES.md). Here
-    a call is a SimpleQueue.put and one call_soon_threadsafe back; contextvars are copied as
-    anyio does. Threads start on demand, as in concurrent.futures.ThreadPoolExecutor, and stop
-    at close() (the app's shutdown).
-    """
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._queue: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
-        self._idle = threading.Semaphore(0)  # released by each thread that finished a call
-        self._lock = threading.Lock()
-        self._count = 0
-        self._closed = False
-
-    async def run(self, func: Callable[..., Any], *args: Any) -> Any:
-        if self._closed:
-            raise RuntimeError("the thread pool is closed")
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self._queue.put((contextvars.copy_context(), func, args, loop, future))
-        if not self._idle.acquire(blocking=False):
-            self._grow()
-        return await future
-
-    def _grow(self) -> None:
-        with self._lock:
-            if self._count >= self.size or self._closed:
-                return
-            self._count += 1
-        threading.Thread(target=self._work, name="labelbridge-call", daemon=True).start()
-
-    def _work(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            context, func, args, loop, future = item
-            del item
-            error: BaseException | None = None
-            result: Any = None
-            try:
-                result = context.run(func, *args)
-            except BaseException as exc:
-                error = exc
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                loop.call_soon_threadsafe(_resolve, future, result, error)
-            del context, func, args, loop, future, result, error
-            self._idle.release()
-
-    def close(self) -> None:
-        """Stop the threads once the calls already queued are done."""
-        with self._lock:
-            self._closed = True
-            count, self._count = self._count, 0
-        for _ in range(count):
-            self._queue.put(None)
-
-
-_POOLS: weakref.WeakKeyDictionary[Backend, _ThreadPool] = weakref.WeakKeyDictionary()
-
-
-def _pool_for(backend: Backend) -> _ThreadPool:
-    """The backend's threads (THREADS of them), shared by its routes and the direct path."""
-    pool = _POOLS.get(backend)
-    if pool is None:
-        pool = _POOLS.setdefault(backend, _ThreadPool(backend.settings.threads))
-    return pool
-
-
-def _close_pool(backend: Backend) -> None:
-    pool = _POOLS.pop(backend, None)
-    if pool is not None:
-        pool.close()
-
-
-async def _predict_direct(backend: Backend, debug: bool, receive: Receive, send: Send) -> None:
-    """POST /predict straight from the gate, without FastAPI's routing layers (router,
-    exception middleware, exit stacks, Request): the same answer as the route below, errors
-    included, at ~40% less CPU per small request (bench/NOTES.md)."""
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return  # the client left
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-    try:
-        body = _parse_raw(b"".join(chunks), PredictRequest)
-        response = ORJSONResponse(await _pool_for(backend).run(backend.predict, body))
-    except LabelBridgeError as exc:
-        response = _our_error(exc)
-    except Exception as exc:
-        response = _unexpected_error(exc, debug)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": response.status_code,
-            "headers": response.raw_headers,
-        }
-    )
-    await send({"type": "http.response.body", "body": response.body})
-
-
-def _our_error(exc: LabelBridgeError) -> ORJSONResponse:
-    if exc.status_code >= 500:
-        log.error("%s: %s", exc.error, exc.detail, exc_info=exc.__cause__ is not None)
-    return _error(exc)
-
-
-def _unexpected_error(exc: Exception, debug: bool) -> ORJSONResponse:
-    log.exception("unexpected error", exc_info=exc)
-    body: dict[str, Any] = {"error": "InternalError", "detail": f"{type(exc).__name__}: {exc}"}
-    if debug:
-        body["traceback"] = "".join(traceback.format_exception(exc))
-    return ORJSONResponse(body, status_code=500)
-
-
 def make_router(backend: Backend) -> APIRouter:
     """The protocol's routes for one backend."""
     router = APIRouter()
 
     async def in_thread(func: Callable[..., Any], *args: Any) -> Any:
-        return await _pool_for(backend).run(func, *args)
+        return await pool_for(backend).run(func, *args)
 
     @router.get("/", include_in_schema=False)
     @router.get("/health", responses=_responses(HealthResponse))
@@ -380,176 +186,6 @@ def make_router(backend: Backend) -> APIRouter:
     return router
 
 
-class _Gate:
-    """Pure ASGI middleware: body size limit, auth, request metrics. Cheap on the hot path."""
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        settings: Settings,
-        backends: Mapping[str, Backend],
-        rings: Mapping[str, RequestRing],
-        known_paths: frozenset[str],
-    ) -> None:
-        self.app = app
-        self.known_paths = known_paths
-        self.settings = settings
-        self.backends = backends
-        self.rings = rings
-        self.max_body = settings.max_body_bytes
-        #: POST paths served by _predict_direct instead of FastAPI's router
-        self.direct = {prefix + "/predict": backend for prefix, backend in backends.items()}
-        user = settings.basic_auth_user or ""
-        password = settings.basic_auth_pass.get_secret_value() if settings.basic_auth_pass else ""
-        self.basic = f"{user}:{password}".encode() if settings.basic_auth_user else None
-        self.bearer = settings.api_token.get_secret_value().encode() if settings.api_token else None
-
-    def _authorized(self, headers: list[tuple[bytes, bytes]]) -> bool:
-        value = next((v for k, v in headers if k == b"authorization"), b"")
-        scheme, _, credentials = value.partition(b" ")
-        scheme = scheme.lower()
-        if scheme == b"basic" and self.basic is not None:
-            try:
-                decoded = base64.b64decode(credentials.strip(), validate=True)
-            except ValueError:
-                return False
-            return hmac.compare_digest(decoded, self.basic)
-        if scheme == b"bearer" and self.bearer is not None:
-            return hmac.compare_digest(credentials.strip(), self.bearer)
-        return False
-
-    def _backend_path(self, path: str) -> tuple[str, Backend | None, str]:
-        for prefix, backend in self.backends.items():
-            if prefix and (path == prefix or path.startswith(prefix + "/")):
-                return prefix, backend, path[len(prefix) :] or "/"
-        return "", self.backends.get(""), path
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        prefix, backend, route = self._backend_path(scope["path"])
-        headers = scope["headers"]
-        if self.basic is not None or self.bearer is not None:
-            ok = self._authorized(headers)
-            if not ok and (route == "/webhook" or route in _OPEN_PATHS):
-                # Label Studio sends webhooks without credentials: accept them as a hint only;
-                # health answers anyone, but an anonymous caller gets no error details
-                scope["labelbridge.authenticated"] = False
-            elif not ok and route not in _OPEN_PATHS:
-                await _send_error(
-                    send,
-                    AuthenticationRequired(
-                        "credentials are required",
-                        fix="add the backend in Label Studio with basic auth (or send a bearer token)",
-                    ),
-                    www_auth=self.basic is not None,
-                )
-                return
-        length = next((v for k, v in headers if k == b"content-length"), None)
-        if length is not None and length.isdigit() and int(length) > self.max_body:
-            await _send_error(send, _too_large(self.max_body))
-            return
-        began = time.perf_counter()
-        status = 500
-        received = 0
-        max_body = self.max_body
-
-        debug_body: list[bytes] | None = [] if self.settings.debug else None
-
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                chunk = message.get("body", b"")
-                received += len(chunk)
-                if received > max_body:
-                    raise _BodyTooLarge
-                if debug_body is not None and received - len(chunk) < _DEBUG_BODY_BYTES:
-                    debug_body.append(chunk)
-            return message
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            direct = self.direct.get(scope["path"]) if scope["method"] == "POST" else None
-            if direct is not None:
-                await _predict_direct(direct, self.settings.debug, limited_receive, send_wrapper)
-            else:
-                await self.app(scope, limited_receive, send_wrapper)
-        except _BodyTooLarge:
-            status = 413
-            await _send_error(send, _too_large(max_body))
-        finally:
-            elapsed = time.perf_counter() - began
-            if backend is not None:
-                # unknown paths share one label: a scanner must not grow the series without end
-                label = route if scope["path"] in self.known_paths else "other"
-                backend.metrics.observe(
-                    "labelbridge_request_seconds", "Request latency by route.", elapsed, route=label
-                )
-                backend.metrics.inc(
-                    "labelbridge_requests_total",
-                    "Requests by route and status.",
-                    route=label,
-                    status=str(status),
-                )
-            ring = self.rings.get(prefix)
-            if ring is not None and route not in _QUIET_ROUTES:
-                ring.add(scope["method"], scope["path"], status, elapsed)
-            if debug_body is not None:
-                _log_debug(scope, status, elapsed, b"".join(debug_body))
-            elif route in _LOGGED_ROUTES:
-                log.info(
-                    "%s %s -> %s in %.1f ms",
-                    scope["method"],
-                    mask_secrets(scope["path"]),
-                    status,
-                    elapsed * 1000,
-                )
-
-
-class _BodyTooLarge(Exception):
-    pass
-
-
-def _log_debug(scope: Scope, status: int, elapsed: float, body: bytes) -> None:
-    """--debug: the request line and its body, secrets masked, long bodies cut."""
-    text = body[:_DEBUG_BODY_BYTES].decode("utf-8", "replace")
-    more = f" ... ({len(body)} bytes)" if len(body) > _DEBUG_BODY_BYTES else ""
-    log.debug(
-        "%s %s -> %s in %.1f ms%s",
-        scope["method"],
-        mask_secrets(scope["path"]),
-        status,
-        elapsed * 1000,
-        f" body: {mask_secrets(text)}{more}" if text else "",
-    )
-
-
-def _too_large(limit: int) -> LabelBridgeError:
-    from labelbridge.errors import PayloadTooLarge
-
-    return PayloadTooLarge(
-        f"the request body is larger than {limit} bytes",
-        field="body",
-        fix="send fewer tasks per request, or raise MAX_BODY_BYTES",
-    )
-
-
-async def _send_error(send: Send, exc: LabelBridgeError, *, www_auth: bool = False) -> None:
-    body = orjson.dumps(exc.to_dict())
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if www_auth:
-        headers.append((b"www-authenticate", b'Basic realm="labelbridge"'))
-    await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
 async def _gate_on_model(backends: Iterable[Backend]) -> None:
     """A worker that replaces a recycled or dead one takes no traffic before its model loads.
 
@@ -590,6 +226,19 @@ def _telemetry_options() -> dict[str, Any]:
     return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
 
 
+class _App(FastAPI):
+    """FastAPI behind our Gate: every request meets the gate first (auth, limits, metrics,
+    logs, the /predict fast path) and only then FastAPI's own middleware stack and routes."""
+
+    gate: Gate
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.gate(scope, receive, send)
+
+    async def route_request(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await super().__call__(scope, receive, send)
+
+
 def create_app(backends: Backend | Mapping[str, Backend]) -> FastAPI:
     """A FastAPI app serving one backend at `/`, or several under their prefixes."""
     mounted: dict[str, Backend] = (
@@ -622,9 +271,9 @@ def create_app(backends: Backend | Mapping[str, Backend]) -> FastAPI:
                 sharer.stop()
             for backend in mounted.values():
                 backend.close()
-                _close_pool(backend)
+                close_pool(backend)
 
-    app = FastAPI(
+    app = _App(
         title="labelbridge ML backend",
         version=__version__,
         lifespan=lifespan,
@@ -643,13 +292,13 @@ def create_app(backends: Backend | Mapping[str, Backend]) -> FastAPI:
 
     @app.exception_handler(LabelBridgeError)
     async def _ours(_: Request, exc: LabelBridgeError) -> ORJSONResponse:
-        return _our_error(exc)
+        return our_error(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> ORJSONResponse:
         errors = exc.errors()
-        field = _field_of(errors[0]) if errors else "request"
-        detail = "; ".join(f"{_field_of(e)}: {e.get('msg')}" for e in errors[:5])
+        field = field_of(errors[0]) if errors else "request"
+        detail = "; ".join(f"{field_of(e)}: {e.get('msg')}" for e in errors[:5])
         return ORJSONResponse(
             {"error": "BadRequest", "detail": detail, "field": field}, status_code=422
         )
@@ -665,7 +314,7 @@ def create_app(backends: Backend | Mapping[str, Backend]) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> ORJSONResponse:
-        return _unexpected_error(exc, debug)
+        return unexpected_error(exc, debug)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
@@ -687,13 +336,14 @@ def create_app(backends: Backend | Mapping[str, Backend]) -> FastAPI:
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-    app.add_middleware(
-        _Gate, settings=settings, backends=mounted, rings=rings, known_paths=frozenset(known_paths)
+    app.gate = Gate(
+        app.route_request,
+        settings=settings,
+        backends=mounted,
+        rings=rings,
+        known_paths=frozenset(known_paths),
     )
     return app
-
-
-_SERVE_ENV = "LABELBRIDGE_SERVE"
 
 
 def build_app(
@@ -718,7 +368,7 @@ def app_from_env() -> FastAPI:
 
     from labelbridge.logs import configure_logging
 
-    spec = json.loads(os.environ[_SERVE_ENV])
+    spec = json.loads(os.environ[SERVE_ENV])
     settings = Settings(**spec["overrides"])
     backend_dir = Path(spec["backend_dir"]) if spec.get("backend_dir") else None
     configure_logging(settings, backend_dir=backend_dir)

@@ -13,13 +13,14 @@ import threading
 import time
 import traceback
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from labelbridge._inline import InlineCost
 from labelbridge.errors import (
     BadRequest,
     CorruptModelVersion,
@@ -39,6 +40,7 @@ from labelbridge.protocol import (
     DuplicateModelRequest,
     HealthResponse,
     JobStatusResponse,
+    PredictParams,
     PredictRequest,
     PrelabelRequest,
     PrelabelResponse,
@@ -66,6 +68,8 @@ ANNOTATION_EVENTS = frozenset(
     {"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED", "ANNOTATION_DELETED"}
 )
 TRAIN_EVENTS = frozenset({"START_TRAINING"})
+#: how often the queue's health is looked at (/health reports the last look)
+QUEUE_CHECK_SECONDS = 1.0
 
 
 def _project_or_error(value: Any, field: str = "project") -> str:
@@ -76,6 +80,13 @@ def _project_or_error(value: Any, field: str = "project") -> str:
     if project is None:
         raise BadRequest(f"{field} is required", field=field)
     return project
+
+
+def _params_dict(params: PredictParams | None) -> dict[str, Any]:
+    """`params.model_dump()` at a tenth of the cost: its fields hold plain JSON values."""
+    if params is None:
+        return {}
+    return {**params.__dict__, **(params.__pydantic_extra__ or {})}
 
 
 class Backend:
@@ -106,9 +117,15 @@ class Backend:
         self._lock = threading.Lock()
         self._records: dict[str, ProjectRecord] = {}
         self._states: OrderedDict[tuple[str, str], tuple[str, Any]] = OrderedDict()
+        #: parsed configs by their text: /predict sends the config with every request
+        self._configs: dict[str, LabelConfig] = {}
+        self.inline = InlineCost(settings.inline_predict_ms)
+        self._predict_metrics: tuple[Callable[[float], None], Callable[[float], None]] | None = None
         self._state_lock = threading.Lock()
         self._annotation_events: dict[str, int] = {}
         self._started = False
+        self._closing = threading.Event()
+        self._queue_state: tuple[float, bool, str | None] | None = None
 
     # --- lifecycle ----------------------------------------------------------------------
     def start(self, *, wait: bool = False) -> None:
@@ -124,11 +141,26 @@ class Backend:
             target=self._load_model, name="labelbridge-model-load", daemon=True
         )
         thread.start()
+        threading.Thread(
+            target=self._watch_queue, name="labelbridge-queue-watch", daemon=True
+        ).start()
         if wait:
             self._ready.wait()
 
     def close(self) -> None:
+        self._closing.set()
         self.queue.close()
+
+    def _watch_queue(self) -> None:
+        """The queue's health, looked at every QUEUE_CHECK_SECONDS for /health."""
+        while True:
+            try:
+                ok, reason = self.queue.health()
+            except Exception as exc:  # a queue must not take /health down with it
+                ok, reason = False, f"{type(exc).__name__}: {exc}"
+            self._queue_state = (time.monotonic(), ok, reason)
+            if self._closing.wait(QUEUE_CHECK_SECONDS):
+                return
 
     def _load_model(self) -> None:
         began = time.perf_counter()
@@ -156,6 +188,8 @@ class Backend:
             )
 
     def wait_ready(self, timeout: float | None = None) -> Model:
+        if self.model is not None:
+            return self.model
         if not self._ready.wait(self.settings.model_load_wait if timeout is None else timeout):
             raise ModelNotReady(
                 f"the model is still loading ({self.settings.model_load_wait:g} s waited)",
@@ -167,7 +201,13 @@ class Backend:
 
     # --- health, setup ------------------------------------------------------------------
     def health(self) -> HealthResponse:
-        ok, reason = self.queue.health()
+        """Never waits on I/O: the queue's state comes from the watcher thread (an SQLite read
+        or a Redis round trip on the event loop would hold up every request behind it)."""
+        seen = self._queue_state
+        if seen is None or time.monotonic() - seen[0] > 3 * QUEUE_CHECK_SECONDS:
+            # before the watcher's first look, or no watcher (an app used without its lifespan)
+            seen = self._queue_state = (time.monotonic(), *self.queue.health())
+        _, ok, reason = seen
         return HealthResponse(
             model_class=self.model_cls.__name__,
             model_state=self.model_state,
@@ -241,10 +281,17 @@ class Backend:
             log.debug("preloading %s failed", project, exc_info=True)
 
     # --- predict ------------------------------------------------------------------------
-    def _state_for(self, project: str) -> tuple[str, Any]:
-        """The newest version that loads, and its state; a corrupt version is skipped."""
-        model = self.wait_ready()
-        current = self.store.current_name(project)
+    def _state_for(self, project: str, *, block: bool = True) -> tuple[str, Any] | None:
+        """The newest version that loads, and its state; a corrupt version is skipped.
+
+        With block=False: None when the answer needs the store's I/O or a model.load()."""
+        model = self.wait_ready() if block else self.model
+        if block:
+            current = self.store.current_name(project)
+        else:
+            known, current = self.store.current_name_nowait(project)
+            if not known:
+                return None
         if current is None:
             return f"{self.model_cls.version_prefix()}-v0", None
         key = (project, current)
@@ -253,6 +300,8 @@ class Backend:
             if cached is not None:
                 self._states.move_to_end(key)
                 return cached
+        if not block or model is None:
+            return None
         older = [m.version for m in self.store.versions(project) if m.version != current]
         for version in [current, *older]:
             try:
@@ -273,6 +322,35 @@ class Backend:
         self, request: PredictRequest, *, dropped: list[Any] | None = None
     ) -> dict[str, Any]:
         """`dropped` collects the invalid items left out (labelbridge prelabel counts them)."""
+        prepared = self._prepare(request, block=True)
+        assert prepared is not None  # block=True never gives up
+        return self._call(*prepared, request.tasks, dropped=dropped, inline=False)
+
+    def predict_nowait(self, request: PredictRequest) -> dict[str, Any] | None:
+        """The answer of predict(), made on the caller's thread (the event loop) if the model
+        is fast (see labelbridge._inline) and nothing on the way needs I/O or a model.load();
+        else None, and the caller uses predict() in a pool thread."""
+        if not self.inline.allows(len(request.tasks)):
+            return None
+        prepared = self._prepare(request, block=False)
+        if prepared is None:
+            return None
+        try:
+            return self._call(*prepared, request.tasks, dropped=None, inline=True)
+        except ModelError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, RuntimeError) and "event loop" in str(cause):
+                # predict() runs asyncio itself (asyncio.run, loop.run_until_complete): it
+                # cannot on the server's loop thread; from now on it runs in the pool
+                log.info("%s.predict() uses asyncio: not run inline", self.model_cls.__name__)
+                self.inline.disable()
+                return None
+            raise
+
+    def _prepare(
+        self, request: PredictRequest, *, block: bool
+    ) -> tuple[Model, PredictContext, LabelConfig] | None:
+        """Checks, project record, config and loaded version: what predict() is called with."""
         tasks = request.tasks
         if len(tasks) > self.settings.max_tasks_per_request:
             raise PayloadTooLarge(
@@ -283,6 +361,8 @@ class Backend:
         project = _project_or_error(request.project) if request.project not in (None, "") else None
         if project is None and tasks and isinstance(tasks[0].get("project"), int):
             project = str(tasks[0]["project"])
+        if project and not block and project not in self._records:
+            return None  # the store would be read
         record = self._record(project) if project else None
         config_text = request.label_config or (record.label_config if record else None)
         if not config_text:
@@ -291,11 +371,21 @@ class Backend:
                 field="project",
                 fix="call /setup first (Label Studio does when the backend is added)",
             )
-        config = self._config(config_text, "label_config")
+        config = self._configs.get(config_text)
+        if config is None:
+            if not block:
+                return None  # parsing a large config takes milliseconds
+            config = self._config(config_text, "label_config")
+            if len(self._configs) >= 64:
+                self._configs.pop(next(iter(self._configs)))
+            self._configs[config_text] = config
         project = project or f"config-{config.hash[:12]}"
-        model = self.wait_ready()
-        version, state = self._state_for(project)
-        params = request.params.model_dump() if request.params else {}
+        model = self.wait_ready() if block else self.model
+        served = self._state_for(project, block=block)
+        if model is None or served is None:
+            return None
+        version, state = served
+        params = _params_dict(request.params)
         context = PredictContext(
             project=project,
             label_config=config,
@@ -312,6 +402,20 @@ class Backend:
             ),
             _settings=self.settings,
         )
+        return model, context, config
+
+    def _call(
+        self,
+        model: Model,
+        context: PredictContext,
+        config: LabelConfig,
+        tasks: list[dict[str, Any]],
+        *,
+        dropped: list[Any] | None,
+        inline: bool,
+    ) -> dict[str, Any]:
+        """The model's predict(), then its answer normalized and checked against the config."""
+        version = context.model_version
         began = time.perf_counter()
         try:
             raw = model.predict(tasks, context)
@@ -322,11 +426,18 @@ class Backend:
                 f"predict() raised {type(exc).__name__}: {exc}",
                 traceback=traceback.format_exc() if self.settings.debug else None,
             ) from exc
-        self.metrics.observe(
-            "labelbridge_predict_seconds",
-            "Time in the model's predict().",
-            time.perf_counter() - began,
-        )
+        finally:
+            took = time.perf_counter() - began
+            self.inline.record(took, len(tasks), inline=inline)
+        if self._predict_metrics is None:
+            self._predict_metrics = (
+                self.metrics.histogram(
+                    "labelbridge_predict_seconds", "Time in the model's predict()."
+                ),
+                self.metrics.counter("labelbridge_predictions_total", "Tasks predicted."),
+            )
+        observe, count = self._predict_metrics
+        observe(took)
         predictions = self._normalize(raw, len(tasks), version)
         task_ids = [task.get("id") for task in tasks]
         clean, problems = split_valid(config, predictions, task_ids)
@@ -347,7 +458,7 @@ class Backend:
                 )
             for problem in problems[:20]:
                 log.warning("dropped invalid prediction: %s", problem)
-        self.metrics.inc("labelbridge_predictions_total", "Tasks predicted.", len(tasks))
+        count(len(tasks))
         return {"results": clean, "model_version": version}
 
     def _normalize(self, raw: Any, count: int, version: str) -> list[Any]:

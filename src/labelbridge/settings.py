@@ -74,6 +74,17 @@ class Settings(BaseSettings):
     threads: int = Field(
         8, ge=1, le=256, description="Threads per worker for the model's predict()."
     )
+    inline_predict_ms: float = Field(
+        2.0,
+        ge=0,
+        description="A model whose predict() measures under this many ms per request runs on "
+        "the event loop, not in a thread (faster for fast models); 0: always in a thread.",
+    )
+    access_log: bool = Field(
+        False,
+        description="One log line per /predict request (errors, /train and /webhook are "
+        "always logged).",
+    )
     max_requests: int = Field(
         0, ge=0, description="Recycle a worker after this many requests (0: never)."
     )

@@ -1,6 +1,6 @@
 """Auth with credentials configured: what answers without them, what leaks, how they compare.
 
-Review note on `_Gate._authorized` (server.py): basic credentials are base64-decoded and the
+Review note on `Gate._authorized` (server.py): basic credentials are base64-decoded and the
 whole `user:password` is compared with `hmac.compare_digest` against the configured pair (the
 user is not compared first, so a right user with a wrong password takes the same path); the
 bearer token is compared with `hmac.compare_digest` too. compare_digest takes time that depends
@@ -15,7 +15,6 @@ import base64
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -33,7 +32,8 @@ from reliability_harness import (
 )
 
 from labelbridge import __version__
-from labelbridge.server import _Gate, create_app
+from labelbridge._gate import Gate
+from labelbridge.server import create_app
 from labelbridge.service import Backend as Service
 from labelbridge.settings import Settings
 
@@ -223,17 +223,12 @@ def test_auth_semantics(server: Server) -> None:
 
 
 # --- constant-time comparison ---------------------------------------------------------------
-def _gate(settings: Settings, tmp: Path) -> _Gate:
-    """The real middleware instance of an app, found in its built stack."""
+def _gate(settings: Settings, tmp: Path) -> Gate:
+    """The real gate instance of an app."""
     from _backends import Echo
 
     service = Service(Echo, settings.model_copy(update={"model_dir": tmp}), model_ref="x:Echo")
-    node: Any = create_app(service).build_middleware_stack()
-    for _ in range(20):
-        if isinstance(node, _Gate):
-            return node
-        node = node.app
-    raise AssertionError("no _Gate in the middleware stack")
+    return create_app(service).gate
 
 
 def _fastest(check: Callable[[], object], rounds: int = 300) -> float:
@@ -275,6 +270,6 @@ def test_token_comparison_time_does_not_depend_on_where_a_guess_differs(tmp_path
 
     leak = _early_over_late(leaky, secret)
     real = _early_over_late(gate._authorized, secret)
-    print(f"\nearly/late refusal time: leaky == {leak:.2f}, _Gate._authorized {real:.2f}")
+    print(f"\nearly/late refusal time: leaky == {leak:.2f}, Gate._authorized {real:.2f}")
     assert leak < 0.7, f"the control comparison shows no leak ({leak:.2f}): the test is blind"
     assert 0.7 < real < 1.45, f"refusal time depends on where the guess differs ({real:.2f})"

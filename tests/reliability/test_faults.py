@@ -82,12 +82,20 @@ def test_redis_goes_away_and_comes_back(tmp_path: Path) -> None:
 
             redis.stop()
             outage = time.monotonic()
-            began = time.perf_counter()
-            health = client.get("/health")
-            health_seconds = time.perf_counter() - began
-            assert health.status_code == 200 and health.json()["queue"] == "degraded"
-            assert "unreachable" in health.json()["queue_error"]
-            assert health_seconds < 1.0, f"/health took {health_seconds:.2f} s without Redis"
+            slowest = 0.0
+
+            def degraded() -> bool:
+                nonlocal slowest
+                began = time.perf_counter()
+                health = client.get("/health")
+                slowest = max(slowest, time.perf_counter() - began)
+                assert health.status_code == 200
+                return bool(health.json()["queue"] == "degraded")
+
+            # the queue is looked at once a second, never on the request's way
+            wait_until(degraded, 5, "/health reports the queue degraded")
+            assert "unreachable" in client.get("/health").json()["queue_error"]
+            assert slowest < 0.5, f"/health took {slowest:.2f} s without Redis"
             for _ in range(20):  # predictions do not need Redis
                 assert _predicted_label(client, "2") == "Positive"
             refused = client.post("/train", json={"project": "2", "annotations": annotated_tasks()})

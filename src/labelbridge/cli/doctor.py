@@ -10,20 +10,29 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.text import Text
 
 from labelbridge.cli._app import app
-from labelbridge.doctor import STATUSES, Check, Doctor
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from labelbridge.doctor import Check
+
+# rich and labelbridge.doctor (httpx) are imported by the command when it runs: every command
+# module is imported by every `labelbridge` run, `labelbridge start` included
 
 _STYLES = {"pass": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
 
 
 def render(checks: list[Check], console: Console) -> None:
     """One line per check: status, name, what was measured, and the fix when there is one."""
+    from rich.text import Text
+
+    from labelbridge.doctor import STATUSES
+
     width = max((len(c.name) for c in checks), default=0)
     for check in checks:
         line = Text()
@@ -74,7 +83,10 @@ def doctor(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list of checks.")] = False,
 ) -> None:
     """Check a backend the way Label Studio uses it, and say how to fix what fails."""
+    from rich.console import Console
+
     from labelbridge.cli.predict import load_tasks
+    from labelbridge.doctor import Doctor
 
     try:
         config_text = config.read_text(encoding="utf-8") if config else None

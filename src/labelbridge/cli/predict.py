@@ -15,24 +15,21 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    TextColumn,
-    TimeRemainingColumn,
-)
-from rich.progress import Task as ProgressTask
-from rich.text import Text
 
 from labelbridge.cli._app import app
-from labelbridge.client import AsyncMLBackendClient, CallHTTPError, Predictions
 from labelbridge.errors import BackendUnreachable, LabelBridgeError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import ProgressColumn
+
+    from labelbridge.client import AsyncMLBackendClient, Predictions
+
+# rich and labelbridge.client (httpx) are imported by the command when it runs: every command
+# module is imported by every `labelbridge` run, `labelbridge start` included
 
 #: used when neither setup nor predict gives a model_version: Label Studio refuses null
 FALLBACK_VERSION = "unknown"
@@ -153,10 +150,18 @@ class Run:
     stopped: str | None = None
 
 
-class _Rate(ProgressColumn):
-    def render(self, task: ProgressTask) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text("-- tasks/s" if speed is None else f"{speed:.1f} tasks/s", style="cyan")
+def _rate_column() -> ProgressColumn:
+    """A progress column with the tasks per second."""
+    from rich.progress import ProgressColumn
+    from rich.progress import Task as ProgressTask
+    from rich.text import Text
+
+    class _Rate(ProgressColumn):
+        def render(self, task: ProgressTask) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text("-- tasks/s" if speed is None else f"{speed:.1f} tasks/s", style="cyan")
+
+    return _Rate()
 
 
 def _batches(pending: list[int], size: int) -> Iterator[list[int]]:
@@ -178,10 +183,20 @@ async def predict_all(
     console: Console,
 ) -> None:
     """Health and setup once, then the pending tasks in bounded concurrent batches."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from labelbridge.client import CallHTTPError
+
     await client.health()
     version = await client.setup(project, label_config) or None
     queue = list(enumerate(_batches(pending, batch_size), start=1))
-    columns = (TextColumn("predict"), BarColumn(), MofNCompleteColumn(), _Rate())
+    columns = (TextColumn("predict"), BarColumn(), MofNCompleteColumn(), _rate_column())
     with Progress(*columns, TimeRemainingColumn(), console=console) as progress:
         bar = progress.add_task("predict", total=len(tasks), completed=len(tasks) - len(pending))
 
@@ -244,7 +259,9 @@ def predict(
     ],
     out: Annotated[Path, typer.Option(help="Output: the tasks with predictions (LS import).")],
     batch_size: Annotated[int, typer.Option(min=1, help="Tasks per /predict request.")] = 64,
-    concurrency: Annotated[int, typer.Option(min=1, max=64, help="Requests in flight.")] = 2,
+    concurrency: Annotated[
+        int, typer.Option(min=1, max=64, help="Requests in flight (3: measured best here).")
+    ] = 3,
     project: Annotated[
         str, typer.Option(help="Label Studio project id (its trained model); 0: none.")
     ] = "0",
@@ -255,6 +272,10 @@ def predict(
     ] = True,
 ) -> None:
     """Pre-annotate a data set in batches; timeouts come from ML_TIMEOUT_* as in Label Studio."""
+    from rich.console import Console
+
+    from labelbridge.client import AsyncMLBackendClient
+
     console = Console(stderr=True)
     try:
         label_config = config.read_text(encoding="utf-8")

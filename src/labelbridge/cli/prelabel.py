@@ -8,19 +8,22 @@ Label Studio's API. Run it again after an interruption: what is stored is skippe
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import SecretStr
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+from labelbridge._task_filter import TaskFilter
 from labelbridge.cli._app import app
 from labelbridge.errors import LabelBridgeError
-from labelbridge.labelstudio import LabelStudio
-from labelbridge.predictors import BackendPredictor, Predictor, in_process_predictor
-from labelbridge.prelabel import Prelabeler, PrelabelOptions, PrelabelStats, TaskFilter
 from labelbridge.settings import Settings
+
+if TYPE_CHECKING:
+    from labelbridge.predictors import Predictor
+    from labelbridge.prelabel import PrelabelStats
+
+# rich and the Label Studio client (httpx) are imported by the command when it runs: every
+# command module is imported by every `labelbridge` run, `labelbridge start` included
 
 SHOWN_FAILURES = 10
 
@@ -75,6 +78,13 @@ def prelabel(
     password: Annotated[str | None, typer.Option(help="Basic auth password of --backend.")] = None,
 ) -> None:
     """Pre-annotate a project's tasks and store the predictions in Label Studio."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from labelbridge.labelstudio import LabelStudio
+    from labelbridge.predictors import BackendPredictor, in_process_predictor
+    from labelbridge.prelabel import Prelabeler, PrelabelOptions
+
     if (backend is None) == (model is None):
         typer.secho("error: give exactly one of --backend and --model", fg="red", err=True)
         raise typer.Exit(2)

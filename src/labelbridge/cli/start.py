@@ -29,6 +29,11 @@ is one process, which runs its own scheduler.
 
 The model is loaded once per worker: the app factory builds one `Backend` per process, which
 runs setup() in a background thread at startup.
+
+The supervisor serves no HTTP: it imports neither the server (FastAPI) nor the HTTP client, rich
+or the other commands' libraries (idle RSS; tests/test_import_footprint.py). Keep what this
+module and the scheduler import at the top light; the server-side names it needs are in
+`labelbridge._environ`.
 """
 
 from __future__ import annotations
@@ -46,16 +51,15 @@ from typing import Annotated, Any
 
 import typer
 
+from labelbridge._environ import METRICS_DIR_ENV, REPLACEMENT_ENV
+from labelbridge._environ import SERVE_ENV as SERVE_ENV  # how the CLI hands its choices on
 from labelbridge.cli._app import app
-from labelbridge.errors import LabelBridgeError
 from labelbridge.jobs import SCHEDULER_ENV, EmbeddedJobQueue
 from labelbridge.settings import JobQueueKind, Settings
 
 log = logging.getLogger("labelbridge.server")
 
 APP_FACTORY = "labelbridge.server:app_from_env"
-#: how the CLI hands its choices to the workers' app factory (read by `app_from_env`)
-SERVE_ENV = "LABELBRIDGE_SERVE"
 
 
 def _overrides(**flags: Any) -> dict[str, Any]:
@@ -129,8 +133,6 @@ def _stop_schedulers(queues: list[EmbeddedJobQueue], wait: float) -> None:
 def _supervise(settings: Settings) -> None:
     """Production: WORKERS processes under uvicorn's supervisor (see the module docstring)."""
     from uvicorn.supervisors import Multiprocess
-
-    from labelbridge.server import METRICS_DIR_ENV, REPLACEMENT_ENV
 
     schedulers: list[EmbeddedJobQueue] = []
 
@@ -210,9 +212,9 @@ def start(
     """Start the ML backend server; Label Studio connects to http://HOST:PORT."""
     import uvicorn
 
-    from labelbridge.loader import load_model_class, model_ref_for
+    from labelbridge.loader import model_ref_for
     from labelbridge.logs import configure_logging
-    from labelbridge.multi import parse_backend_args
+    from labelbridge.multi import check_backends, parse_backend_args
 
     first, backends = parse_backend_args(backend)
     target = model_ref_for(first)
@@ -234,9 +236,9 @@ def start(
     settings = base.model_copy(update=flags)
     settings = Settings.model_validate(settings.model_dump())
     configure_logging(settings, backend_dir=backend_dir)
-    try:
-        load_model_class(target, model_class)  # fail here, with a clear message, not in a worker
-    except LabelBridgeError as exc:
+    try:  # fail here, with a clear message, not in a worker
+        check_backends(target, backends, model_class, isolated=settings.production)
+    except typer.BadParameter as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(2) from exc
     os.environ[SERVE_ENV] = json.dumps(

@@ -8,7 +8,6 @@ and exits; the server turns that, or the way the process died, into the job's fi
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import logging
 import os
@@ -28,19 +27,24 @@ _PR_SET_PDEATHSIG = 1
 JOB_NICENESS = 10
 
 
-def _lower_priority(niceness: int) -> None:
-    """Raise this process's niceness, and its autogroup's: a job is its own session, so with
-    Linux's autogroup scheduling (the default) the session's group would otherwise get as much
-    CPU as the whole server's, whatever the process's own niceness."""
+def lower_priority(niceness: int, pid: int = 0) -> None:
+    """Give a job process (this one: pid 0) at least this niceness, and its autogroup too: a
+    job is its own session, so with Linux's autogroup scheduling (the default) the session's
+    group would otherwise get as much CPU as the whole server's, whatever the process's own
+    niceness. The scheduler calls it right after the spawn (Python's start-up and the imports
+    cost ~0.5 s of CPU, which must not compete with /health), the child again (idempotent)."""
     with contextlib.suppress(OSError):
-        os.nice(niceness)
+        if os.getpriority(os.PRIO_PROCESS, pid) < niceness:
+            os.setpriority(os.PRIO_PROCESS, pid, niceness)
     with contextlib.suppress(OSError):
-        Path("/proc/self/autogroup").write_text(f"{niceness}\n", encoding="ascii")
+        Path(f"/proc/{pid or 'self'}/autogroup").write_text(f"{niceness}\n", encoding="ascii")
 
 
 def _die_with_parent(parent_pid: int) -> None:
     """If the server dies (even by SIGKILL), this process dies too: no orphan publishes later."""
     if sys.platform.startswith("linux"):
+        import ctypes  # here: the server imports this module too (~0.3 MB it does not need)
+
         with contextlib.suppress(OSError, AttributeError):
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -92,7 +96,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     # training is batch work: the server it shares the cores with answers Label Studio first
     # (/health under a training job and /predict load, bench/NOTES.md)
-    _lower_priority(JOB_NICENESS)
+    lower_priority(JOB_NICENESS)
 
     from labelbridge.jobs._base import JobSpec
     from labelbridge.jobs._common import error_line, format_traceback, settings_from_json

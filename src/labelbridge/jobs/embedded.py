@@ -40,6 +40,7 @@ from typing import Any
 
 from labelbridge.errors import QueueUnavailable, UnknownJob
 from labelbridge.jobs._base import JobRecord, JobSpec, JobState
+from labelbridge.jobs._child import JOB_NICENESS, lower_priority
 from labelbridge.jobs._common import (
     HOSTNAME,
     error_line,
@@ -554,6 +555,7 @@ class EmbeddedJobQueue:
                 close_fds=True,
                 env=_child_env(),
             )
+            lower_priority(JOB_NICENESS, proc.pid)
         except Exception as exc:
             shutil.rmtree(job_dir, ignore_errors=True)
             self._finish(

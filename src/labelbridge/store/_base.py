@@ -57,6 +57,11 @@ class ModelStore(Protocol):
         """The current version's name; cheap, as it is asked on every request."""
         ...
 
+    def current_name_nowait(self, project: str) -> tuple[bool, str | None]:
+        """(known, name): the current name if it can be had without blocking on the network
+        (the event loop asks, to run a fast model inline), else (False, None)."""
+        ...
+
     def versions(self, project: str) -> list[VersionMeta]:
         """Newest first."""
         ...

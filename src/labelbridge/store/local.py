@@ -62,6 +62,7 @@ class LocalModelStore:
         self.root = Path(root)
         (self.root / "projects").mkdir(parents=True, exist_ok=True)
         self._current_cache: dict[str, tuple[int, str | None]] = {}
+        self._current_paths: dict[str, str] = {}
 
     # --- paths and locks
     def _dir(self, project: str) -> Path:
@@ -98,18 +99,30 @@ class LocalModelStore:
 
     # --- versions
     def current_name(self, project: str) -> str | None:
-        path = self._dir(project) / "current"
+        """One stat() per call (another process may publish at any time); the file is read
+        again only when its mtime changed. Paths are kept as strings: building them with
+        pathlib cost more than the stat on every /predict."""
+        path = self._current_paths.get(project)
+        if path is None:
+            path = str(self._dir(project) / "current")
+            if len(self._current_paths) < 4096:
+                self._current_paths[project] = path
         try:
-            mtime = path.stat().st_mtime_ns
+            mtime = os.stat(path).st_mtime_ns
         except FileNotFoundError:
             self._current_cache.pop(project, None)
             return None
         cached = self._current_cache.get(project)
         if cached is not None and cached[0] == mtime:
             return cached[1]
-        name = path.read_text(encoding="utf-8").strip() or None
+        with open(path, encoding="utf-8") as handle:
+            name = handle.read().strip() or None
         self._current_cache[project] = (mtime, name)
         return name
+
+    def current_name_nowait(self, project: str) -> tuple[bool, str | None]:
+        """A local stat() does not block the event loop for long: always known."""
+        return True, self.current_name(project)
 
     def _read_meta(self, project: str, version: str) -> VersionMeta:
         path = self._dir(project) / "versions" / check_name("version", version) / META

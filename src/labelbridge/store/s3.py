@@ -240,6 +240,14 @@ class S3ModelStore:
             return cached[1]
         return self._fresh_current(project)
 
+    def current_name_nowait(self, project: str) -> tuple[bool, str | None]:
+        """Known only while the cached name is fresh: else asking S3 would block."""
+        with self._lock:
+            cached = self._current.get(project)
+        if cached is not None and time.monotonic() - cached[0] < self.current_ttl:
+            return True, cached[1]
+        return False, None
+
     def current(self, project: str) -> VersionMeta | None:
         name = self.current_name(project)
         return None if name is None else self._read_meta(project, name)[0]

@@ -1,0 +1,116 @@
+"""When a model's predict() may run on the event loop instead of a pool thread.
+
+Handing a call to a thread and back costs the event loop more than a fast model's whole
+predict() (a trivial model: ~15 us of model work against the hop, the wake-ups and the GIL
+hand-over, on a busy core). So a model whose measured cost per call stays under
+INLINE_PREDICT_MS runs inline; anything slower, or not yet measured, goes to the pool, where a
+slow predict() never holds up /health.
+
+Inline calls are not made from each request's own task but queued and run back to back by
+one loop callback (`LoopRunner`): the requests that arrived in one turn of the event loop are
+parsed together, predicted together, answered together. Measured on the real server
+(bench/NOTES.md), that costs less per request than either running each inline in its own task
+or the thread pool, at every concurrency: the same code stays hot in the CPU's caches.
+
+The cost is an exponential moving average of the model's own predict() time per task (our
+parsing and validation are known to be cheap), measured wherever the call ran. A model that is
+fast most of the time but sometimes slow (an asset download on a cache miss, a new version to
+load) would block the loop when the slow call runs inline: after such a surprise (a call over
+SURPRISE times the limit) inline is off for a while, the pause doubling each time (up to
+MAX_PAUSE), so such a model settles on the pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["InlineCost", "LoopRunner"]
+
+#: weight of the newest sample in the moving average
+ALPHA = 0.2
+#: an inline call this many times over the limit pauses inline execution
+SURPRISE = 10.0
+FIRST_PAUSE = 5.0
+MAX_PAUSE = 600.0
+#: one loop callback runs queued calls for at most this long, then lets I/O in (/health)
+TURN_BUDGET = 0.005
+
+
+class InlineCost:
+    """Per-task cost of a model's predict(), and whether the next call may run inline."""
+
+    def __init__(self, limit_ms: float) -> None:
+        self.limit = limit_ms / 1000.0
+        self.per_task: float | None = None  # seconds, moving average
+        self.paused_until = 0.0  # time.monotonic()
+        self.pauses = 0
+        self._lock = threading.Lock()
+
+    def allows(self, tasks: int) -> bool:
+        """Whether a call with this many tasks is expected to finish inside the limit."""
+        per_task = self.per_task
+        if self.limit <= 0 or per_task is None:
+            return False
+        if per_task * max(tasks, 1) > self.limit:
+            return False
+        return not self.paused_until or time.monotonic() >= self.paused_until
+
+    def disable(self) -> None:
+        """Never inline again (a predict() that cannot run on the event loop's thread)."""
+        self.limit = 0.0
+
+    def record(self, seconds: float, tasks: int, *, inline: bool) -> None:
+        """One predict() call took `seconds` for `tasks` tasks."""
+        sample = seconds / max(tasks, 1)
+        with self._lock:
+            self.per_task = (
+                sample
+                if self.per_task is None
+                else self.per_task + ALPHA * (sample - self.per_task)
+            )
+            if inline and self.limit > 0 and seconds > SURPRISE * self.limit:
+                pause = min(FIRST_PAUSE * 2.0**self.pauses, MAX_PAUSE)
+                self.pauses += 1
+                self.paused_until = time.monotonic() + pause
+
+
+class LoopRunner:
+    """Runs `call(request)` on the event loop, batched per loop turn (see the module doc).
+
+    `run()` resolves to what `call` returned (None: the caller goes to the pool instead) or
+    raises what it raised. A turn stops after TURN_BUDGET seconds and leaves the rest to the
+    next turn, so a burst of queued calls never holds up other requests for long."""
+
+    def __init__(self, call: Callable[[Any], Any]) -> None:
+        self.call = call
+        self._queue: list[tuple[Any, asyncio.Future[Any]]] = []
+        self._scheduled = False
+
+    def run(self, request: Any) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._queue.append((request, future))
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._turn, loop)
+        return future
+
+    def _turn(self, loop: asyncio.AbstractEventLoop) -> None:
+        queue, self._queue = self._queue, []
+        deadline = time.perf_counter() + TURN_BUDGET
+        for index, (request, future) in enumerate(queue):
+            if index and time.perf_counter() > deadline:
+                self._queue[:0] = queue[index:]  # the rest, ahead of newer arrivals
+                loop.call_soon(self._turn, loop)
+                return
+            if future.cancelled():
+                continue
+            try:
+                future.set_result(self.call(request))
+            except Exception as exc:
+                future.set_exception(exc)
+        self._scheduled = False

@@ -1,0 +1,138 @@
+"""A fast model's predict() runs on the event loop; a slow one, or one that was slow once, in
+the pool (labelbridge._inline and Gate._predict)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from _backends import CHOICES_CONFIG, Echo
+from labelbridge import _inline
+from labelbridge._inline import InlineCost
+from labelbridge.model import PredictContext
+from labelbridge.server import create_app
+from labelbridge.service import Backend
+from labelbridge.settings import Settings
+from support import serve
+
+BODY = {"tasks": [{"id": 1, "data": {"text": "I love it"}}], "project": "1.1"}
+
+
+# --- the policy -----------------------------------------------------------------------------
+def test_nothing_runs_inline_before_it_was_measured_or_with_a_zero_limit() -> None:
+    assert not InlineCost(2.0).allows(1)
+    off = InlineCost(0.0)
+    off.record(0.000_001, 1, inline=False)
+    assert not off.allows(1)
+
+
+def test_the_estimate_is_per_task_so_large_batches_go_to_the_pool() -> None:
+    cost = InlineCost(2.0)
+    cost.record(0.000_100, 1, inline=False)  # 0.1 ms per task
+    assert cost.allows(1) and cost.allows(19)
+    assert not cost.allows(64)  # 6.4 ms expected
+    for _ in range(30):
+        cost.record(0.010, 1, inline=False)  # the model became slow
+    assert not cost.allows(1)
+
+
+def test_a_slow_surprise_inline_pauses_inline_and_the_pause_doubles(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(_inline.time, "monotonic", lambda: now[0])
+    cost = InlineCost(2.0)
+    cost.record(0.000_050, 1, inline=False)
+    cost.record(0.500, 1, inline=True)  # 250x the limit, on the event loop
+    for _ in range(40):
+        cost.record(0.000_050, 1, inline=False)  # fast again: the average is back down
+    assert not cost.allows(1)
+    now[0] += _inline.FIRST_PAUSE + 0.1
+    assert cost.allows(1)
+    cost.record(0.500, 1, inline=True)
+    for _ in range(40):
+        cost.record(0.000_050, 1, inline=False)
+    now[0] += _inline.FIRST_PAUSE + 0.1
+    assert not cost.allows(1)  # the second pause is twice as long
+    now[0] += _inline.FIRST_PAUSE
+    assert cost.allows(1)
+
+
+# --- where predict() runs in a real server ----------------------------------------------------
+class _Recording(Echo):
+    seconds = 0.0
+    threads: list[str] = []
+
+    def predict(self, tasks: list[dict[str, Any]], context: PredictContext) -> list[Any]:
+        type(self).threads.append(threading.current_thread().name)
+        if self.seconds:
+            time.sleep(self.seconds)
+        return super().predict(tasks, context)
+
+
+class Fast(_Recording):
+    threads: list[str] = []
+
+
+class UsesAsyncio(_Recording):
+    """An SDK-style model that runs a coroutine with asyncio.run() inside predict()."""
+
+    threads: list[str] = []
+
+    def predict(self, tasks: list[dict[str, Any]], context: PredictContext) -> list[Any]:
+        async def answer() -> list[Any]:
+            return super(UsesAsyncio, self).predict(tasks, context)
+
+        return asyncio.run(answer())
+
+
+class Slow(_Recording):
+    seconds = 0.02
+    threads: list[str] = []
+
+
+def _threads_of(model: type[_Recording], tmp_path: Path, **settings: Any) -> list[str]:
+    model.threads = []
+    backend = Backend(
+        model,
+        Settings(model_dir=tmp_path / "models", **settings),
+        model_ref=f"test_inline:{model.__name__}",
+    )
+    with serve(create_app(backend)) as url, httpx.Client(timeout=10) as http:
+        setup = {"project": "1.1", "schema": CHOICES_CONFIG}
+        assert http.post(f"{url}/setup", json=setup).status_code == 200
+        for _ in range(20):
+            answer = http.post(f"{url}/predict", json=BODY)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["results"][0]["result"][0]["value"]["choices"] == ["Positive"]
+    return model.threads
+
+
+def test_a_fast_model_moves_onto_the_event_loop_once_measured(tmp_path: Path) -> None:
+    threads = _threads_of(Fast, tmp_path)
+    assert threads[0] == "labelbridge-call"  # not measured yet: the pool
+    assert all(name != "labelbridge-call" for name in threads[1:]), threads
+
+
+def test_a_slow_model_stays_in_the_pool(tmp_path: Path) -> None:
+    assert set(_threads_of(Slow, tmp_path)) == {"labelbridge-call"}
+
+
+def test_inline_predict_ms_zero_keeps_every_call_in_the_pool(tmp_path: Path) -> None:
+    assert set(_threads_of(Fast, tmp_path, inline_predict_ms=0)) == {"labelbridge-call"}
+
+
+# the inline try leaves the model's coroutine unawaited (asyncio.run refuses before running it)
+@pytest.mark.filterwarnings("ignore:coroutine .* was never awaited:RuntimeWarning")
+def test_a_model_running_asyncio_itself_is_never_inline_and_never_fails(tmp_path: Path) -> None:
+    """asyncio.run() cannot run on the server's loop thread: the first inline try falls back
+    to the pool (the request still answers 200, checked in _threads_of) and inline stays off."""
+    threads = _threads_of(UsesAsyncio, tmp_path)
+    assert threads[0] == "labelbridge-call"
+    assert threads[-1] == "labelbridge-call" and threads.count("labelbridge-call") >= 19
