@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import json
 import os
 import socket
 import subprocess
@@ -17,7 +19,7 @@ from typing import Any
 import pytest
 
 from fakes import FakeFileServer, FakeLabelStudio, free_port
-from labelbridge import assets
+from labelbridge import _asset_cache, assets
 from labelbridge.assets import AssetResolver
 from labelbridge.errors import (
     AssetError,
@@ -466,3 +468,307 @@ def test_s3_without_credentials_falls_back_to_presign(
     path = r.get_local_path("s3://bucket/images/cat.png", task_id=tid)
     assert path.read_bytes() == PNG and path.name == "cat.png"
     assert asked == ["s3://bucket/images/cat.png"]
+
+
+# --- the cache's size bound (ASSET_CACHE_MAX_BYTES)
+class Clock:
+    """time.time for the cache, moved by the test: ages without sleeping."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def tick(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def bounded(tmp_path: Path, max_bytes: int, clock: Clock) -> AssetResolver:
+    r = resolver(tmp_path, asset_allow_private=True, asset_cache_max_bytes=max_bytes)
+    r._cache.clock = clock
+    return r
+
+
+def entry_files(tmp_path: Path) -> dict[str, Path]:
+    """The cached files by name (the entries' own, not downloads in progress or trash)."""
+    found = (tmp_path / "cache").glob("*/*/*")
+    return {p.name: p for p in found if p.is_file() and not p.parent.name.startswith(".")}
+
+
+def cached_bytes(tmp_path: Path) -> int:
+    return sum(p.stat().st_size for p in entry_files(tmp_path).values())
+
+
+def make_entry(root: Path, name: str, size: int, mtime: float) -> Path:
+    """An entry as a finished download leaves it, used last at `mtime`."""
+    digest = hashlib.sha256(name.encode()).hexdigest()
+    entry = root / digest[:2] / digest
+    entry.mkdir(parents=True)
+    (entry / name).write_bytes(b"x" * size)
+    os.utime(entry, (mtime, mtime))
+    return entry
+
+
+def test_the_cache_bound_evicts_the_least_recently_used(
+    files: FakeFileServer, tmp_path: Path
+) -> None:
+    clock = Clock()
+    r = bounded(tmp_path, 10_000, clock)
+    urls = [files.add(f"lru/a{i:02}.bin", bytes([i]) * 1000) for i in range(30)]
+    order: list[str] = []  # least recently used first
+    for i, url in enumerate(urls):
+        clock.tick(_asset_cache.GRACE + 1)  # every asset used before is old enough to go
+        assert r.get_local_path(url).read_bytes() == bytes([i]) * 1000
+        order.append(f"a{i:02}.bin")
+        if i == 12:  # a hit: a05 is now used more recently than a06 ... a12
+            clock.tick(1)
+            assert r.get_local_path(urls[5]).name == "a05.bin"
+            order.remove("a05.bin")
+            order.append("a05.bin")
+        kept = set(entry_files(tmp_path))
+        assert cached_bytes(tmp_path) <= 10_000
+        assert kept == set(order[-len(kept) :]), f"not the most recently used: {sorted(kept)}"
+    assert len(kept) >= 9 and "a29.bin" in kept and "a05.bin" not in kept
+    assert files.hits("/files/lru/a05.bin") == 1  # the hit was served from the cache
+    assert files.hits("/files/lru/a29.bin") == 1 and files.hits("/files/lru/a00.bin") == 1
+    r.get_local_path(urls[0])  # evicted: downloaded again
+    assert files.hits("/files/lru/a00.bin") == 2
+    assert not list((tmp_path / "cache").glob("*/.*.trash"))
+
+
+def test_a_hit_refreshes_recency_at_most_once_a_minute(
+    files: FakeFileServer, tmp_path: Path
+) -> None:
+    clock = Clock()
+    r = bounded(tmp_path, 10**6, clock)
+    url = files.add("touch/a.bin", b"a")
+    entry = r.get_local_path(url).parent
+    published = entry.stat().st_mtime
+    assert published == pytest.approx(clock.now)
+    clock.tick(_asset_cache.TOUCH_EVERY / 2)
+    r.get_local_path(url)
+    assert entry.stat().st_mtime == published  # no write for a hit within the minute
+    clock.tick(_asset_cache.TOUCH_EVERY)
+    r.get_local_path(url)
+    assert entry.stat().st_mtime == pytest.approx(clock.now)
+    assert files.hits("/files/touch/a.bin") == 1
+
+
+def test_assets_used_in_the_last_minutes_are_never_evicted(
+    files: FakeFileServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = Clock()
+    r = bounded(tmp_path, 3000, clock)
+    for i in range(6):  # 6000 bytes in a minute, a model may still be reading any of them
+        clock.tick(10)
+        r.get_local_path(files.add(f"grace/g{i}.bin", b"g" * 1000))
+    assert len(entry_files(tmp_path)) == 6
+    assert "raise ASSET_CACHE_MAX_BYTES" in caplog.text and "last 5 minutes" in caplog.text
+    clock.tick(_asset_cache.GRACE)  # g0 ... g5 are now old enough to go
+    r.get_local_path(files.add("grace/new.bin", b"n" * 1000))
+    assert set(entry_files(tmp_path)) == {"g5.bin", "new.bin"}
+
+
+def test_a_reader_keeps_reading_an_evicted_file(files: FakeFileServer, tmp_path: Path) -> None:
+    clock = Clock()
+    r = bounded(tmp_path, 1500, clock)
+    a, b = files.add("open/a.bin", PNG), files.add("open/b.bin", PNG)
+    path = r.get_local_path(a)
+    with open(path, "rb") as fh:
+        head = fh.read(10)
+        clock.tick(_asset_cache.GRACE + 1)
+        r.get_local_path(b)  # over the bound: a is evicted while open
+        assert not path.exists() and set(entry_files(tmp_path)) == {"b.bin"}
+        assert head + fh.read() == PNG
+    assert r.get_local_path(a).read_bytes() == PNG and files.hits("/files/open/a.bin") == 2
+
+
+def test_entries_locked_by_a_download_or_a_hit_are_left_alone(
+    files: FakeFileServer, tmp_path: Path
+) -> None:
+    clock = Clock()
+    r = bounded(tmp_path, 1000, clock)
+    path = r.get_local_path(files.add("locked/a.bin", PNG))
+    lock = path.parent.parent / f".{path.parent.name}.lock"
+    clock.tick(_asset_cache.GRACE + 1)
+    with _asset_cache._locked(lock, shared=True):  # a hit refreshing its recency right now
+        report = r._cache.sweep()
+    assert report is not None and report.evicted == 0 and path.exists()
+    report = r._cache.sweep()
+    assert report is not None and report.evicted == 1 and not path.exists()
+    # a download running for longer than the stale age: its folder is not taken from it
+    slow = files.add("locked/slow.bin", b"s" * 3000, trickle=0.1, chunk_size=300)  # ~1 s
+    done: list[Path] = []
+    thread = threading.Thread(target=lambda: done.append(r.get_local_path(slow)))
+    thread.start()
+    deadline = time.monotonic() + 5
+    while not list((tmp_path / "cache").glob("*/.*.part")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    clock.tick(2 * _asset_cache.STALE)
+    report = r._cache.sweep()
+    assert list((tmp_path / "cache").glob("*/.*.part"))  # still downloading during the sweep
+    thread.join(10)
+    assert report is not None and report.leftovers == 0
+    assert done and done[0].read_bytes() == b"s" * 3000
+
+
+def test_a_sweep_removes_what_killed_downloads_left(files: FakeFileServer, tmp_path: Path) -> None:
+    clock = Clock()
+    root = tmp_path / "cache"
+    old, young = clock.now - 2 * _asset_cache.STALE, clock.now - 60
+    live = make_entry(root, "live.bin", 10, clock.now)
+    shard = live.parent
+    live_lock = shard / f".{live.name}.lock"
+    live_lock.touch()
+    os.utime(live_lock, (old, old))
+
+    def leftover(name: str, mtime: float) -> Path:
+        path = shard / name
+        path.mkdir()
+        (path / "data").write_bytes(b"half")
+        for p in (path / "data", path):
+            os.utime(p, (mtime, mtime))
+        return path
+
+    stale_part = leftover(f".{'1' * 64}.{'a' * 32}.part", old)  # a download killed long ago
+    fresh_part = leftover(f".{'2' * 64}.{'b' * 32}.part", young)  # perhaps still running
+    busy_part = leftover(f".{'3' * 64}.{'c' * 32}.part", old)  # its download holds the lock
+    trash = leftover(f".{'4' * 64}.{'d' * 32}.trash", young)  # a sweeper killed mid-delete
+    orphan_lock, young_lock = shard / f".{'5' * 64}.lock", shard / f".{'6' * 64}.lock"
+    for lock_file, mtime in ((orphan_lock, old), (young_lock, young)):
+        lock_file.touch()
+        os.utime(lock_file, (mtime, mtime))
+    cache = _asset_cache.AssetCache(root, 10**6, clock=clock)
+    with _asset_cache._locked(shard / f".{'3' * 64}.lock"):
+        report = cache.sweep()
+    assert report is not None and report.leftovers == 3 and report.entries == 1
+    assert not stale_part.exists() and not trash.exists() and not orphan_lock.exists()
+    assert fresh_part.exists() and busy_part.exists() and young_lock.exists()
+    assert live.exists() and live_lock.exists()
+    # a resolver sweeps at its process's first download: the busy part is stale now
+    r = bounded(tmp_path, 10**6, clock)
+    assert r.get_local_path(files.add("leftover/a.bin", PNG)).read_bytes() == PNG
+    assert not busy_part.exists() and fresh_part.exists()
+
+
+_SWEEP_SCRIPT = """
+import json, sys, time
+from pathlib import Path
+from labelbridge._asset_cache import AssetCache
+root, go = Path(sys.argv[1]), Path(sys.argv[2])
+Path(sys.argv[3]).touch()  # ready
+while not go.exists():
+    time.sleep(0.001)
+report = AssetCache(root, 10_000).sweep()
+print(json.dumps(None if report is None else report.evicted))
+"""
+
+
+def test_processes_sweeping_at_once_evict_exactly_the_oldest(tmp_path: Path) -> None:
+    root = tmp_path / "cache"
+    now = time.time()
+    for i in range(1500):  # 150,000 bytes, bound 10,000: keep the 90 most recent (90%)
+        make_entry(root, f"e{i:04}.bin", 100, now - 10_000 + i)
+    cache = _asset_cache.AssetCache(root, 10_000)
+    with _asset_cache._locked(root / ".sweep.lock"):  # another process is sweeping
+        assert cache.sweep() is None
+    go = tmp_path / "go"
+    ready = [tmp_path / f"ready{i}" for i in range(4)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _SWEEP_SCRIPT, str(root), str(go), str(flag)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for flag in ready
+    ]
+    deadline = time.monotonic() + 30
+    while not all(f.exists() for f in ready) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    go.touch()  # all four start sweeping at once
+    outputs = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, [err for _, err in outputs]
+    evicted = [json.loads(out) for out, _ in outputs]
+    assert sum(n or 0 for n in evicted) == 1410, evicted  # none counted twice
+    assert set(entry_files(tmp_path)) == {f"e{i:04}.bin" for i in range(1410, 1500)}
+    assert not list(root.glob("*/.*.trash"))
+
+
+def test_zero_means_unbounded(
+    files: FakeFileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert Settings().asset_cache_max_bytes == 2 * 1024**3
+    monkeypatch.setenv("ASSET_CACHE_MAX_BYTES", "0")
+    sweeps: list[Any] = []
+    real = _asset_cache.AssetCache.sweep
+    monkeypatch.setattr(_asset_cache.AssetCache, "sweep", lambda self: sweeps.append(real(self)))
+    clock = Clock()
+    r = resolver(tmp_path, asset_allow_private=True)
+    r._cache.clock = clock
+    assert r.settings.asset_cache_max_bytes == 0
+    for i in range(20):
+        clock.tick(_asset_cache.RESCAN)
+        r.get_local_path(files.add(f"unbounded/u{i:02}.bin", b"u" * 1000))
+    assert len(entry_files(tmp_path)) == 20 and sweeps == []
+    r._cache.sweep()
+    assert sweeps[0].evicted == 0 and len(entry_files(tmp_path)) == 20
+
+
+def test_a_sweep_does_not_run_on_every_download(
+    files: FakeFileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads: list[threading.Thread] = []
+    real = _asset_cache.AssetCache.sweep
+
+    def spy(self: _asset_cache.AssetCache) -> Any:
+        threads.append(threading.current_thread())
+        return real(self)
+
+    monkeypatch.setattr(_asset_cache.AssetCache, "sweep", spy)
+    clock = Clock()
+    r = bounded(tmp_path, 2500, clock)
+    urls = [files.add(f"rare/r{i}.bin", b"r" * 1000) for i in range(4)]
+    r.get_local_path(urls[0])  # a process's first download learns the cache's size
+    assert threads == [threading.current_thread()]  # in the calling thread
+    r.get_local_path(urls[1])
+    r.get_local_path(urls[2])  # 3000 bytes, over the bound: but a sweep ran just now
+    assert len(threads) == 1 and len(entry_files(tmp_path)) == 3
+    clock.tick(_asset_cache.MIN_INTERVAL)
+    r.get_local_path(urls[3])  # over the bound, nothing to evict yet (all in use)
+    assert len(threads) == 2
+    for i in range(10):  # stuck over the bound: no sweep per download either
+        r.get_local_path(files.add(f"rare/more{i}.bin", b"m"))
+    assert len(threads) == 2
+    small = bounded(tmp_path / "other", 10**6, clock)
+    for i in range(10):
+        small.get_local_path(files.add(f"rare/s{i}.bin", b"s"))
+    assert len(threads) == 3  # under the bound: only the first download
+    clock.tick(_asset_cache.RESCAN)  # other processes may have filled it meanwhile
+    small.get_local_path(files.add("rare/late.bin", b"l"))
+    assert len(threads) == 4
+
+
+def test_a_download_on_the_event_loop_sweeps_in_another_thread(
+    files: FakeFileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads: list[threading.Thread] = []
+    real = _asset_cache.AssetCache.sweep
+
+    def spy(self: _asset_cache.AssetCache) -> Any:
+        threads.append(threading.current_thread())
+        return real(self)
+
+    monkeypatch.setattr(_asset_cache.AssetCache, "sweep", spy)
+    r = bounded(tmp_path, 10**6, Clock())
+
+    async def predict_inline() -> Path:  # a fast model's predict() runs on the loop
+        return r.get_local_path(files.add("loop/a.bin", PNG))
+
+    assert asyncio.run(predict_inline()).read_bytes() == PNG
+    deadline = time.monotonic() + 5
+    while not threads and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert threads and threads[0] is not threading.current_thread()
+    threads[0].join(5)

@@ -4,7 +4,8 @@ Task data arrives unresolved (`/data/upload/...`, `/data/local-files/?d=...`, `s
 data URIs, inline text). Model authors should not need Label Studio's auth, cloud SDKs or SSRF
 rules, so `AssetResolver.get_local_path(value, task_id=...)` does it all and caches each asset on
 disk under a key derived from its source, keeping the original file name (models often dispatch
-on the extension).
+on the extension). The cache is bounded (ASSET_CACHE_MAX_BYTES): the least recently used assets
+are evicted, never one in use by another thread or process (see labelbridge._asset_cache).
 
 Safety in one place: a size limit (Content-Length, then counted while streaming), a total time
 limit per download, local paths only under ASSET_LOCAL_ROOTS after resolving symlinks, and for
@@ -24,11 +25,9 @@ import ipaddress
 import mimetypes
 import os
 import re
-import shutil
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from urllib.parse import parse_qs, unquote, unquote_to_bytes, urljoin, urlsplit
 import httpx
 from pydantic import SecretStr
 
+from labelbridge._asset_cache import AssetCache
 from labelbridge.errors import (
     AssetError,
     AssetNotFound,
@@ -51,11 +51,6 @@ from labelbridge.errors import (
 )
 from labelbridge.labelstudio import LabelStudioAuth, auth_fix, redact_url, unreachable_fix
 from labelbridge.settings import Settings
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows: no cross-process lock; rename stays atomic
-    fcntl = None  # type: ignore[assignment]
 
 __all__ = ["AssetResolver", "get_local_path", "shared_resolver"]
 
@@ -193,6 +188,7 @@ class AssetResolver:
         secret = (key.get_secret_value() if isinstance(key, SecretStr) else key or "").strip()
         self._auth = LabelStudioAuth(secret, url) if secret and url else None
         self.cache_dir = (s.asset_cache_dir or s.resolved_model_dir() / ".assets").absolute()
+        self._cache = AssetCache(self.cache_dir, s.asset_cache_max_bytes)
         self._roots = [Path(r).expanduser().resolve() for r in s.asset_local_roots]
         self._client = httpx.Client(
             trust_env=False,  # a proxy would hide the peer address we check
@@ -370,18 +366,11 @@ class AssetResolver:
             fix="check the path, and that the folder is mounted where ASSET_LOCAL_ROOTS says",
         )
 
-    # --- the cache: one download per key, across threads and processes
-    @staticmethod
-    def _lookup(entry: Path) -> Path | None:
-        try:
-            return next((p for p in entry.iterdir() if p.is_file()), None)
-        except OSError:
-            return None
-
+    # --- the cache: one download per key, across threads and processes (see _asset_cache)
     def _cached(self, src: _Source, task_id: int | None) -> Path:
         digest = hashlib.sha256(src.key.encode()).hexdigest()
-        entry = self.cache_dir / digest[:2] / digest
-        hit = self._lookup(entry)
+        entry = self._cache.entry(digest)
+        hit = self._cache.get(entry)
         if hit is not None:
             return hit
         with self._lock:
@@ -403,31 +392,20 @@ class AssetResolver:
                 self._flights.pop(digest, None)
 
     def _download(self, src: _Source, task_id: int | None, entry: Path) -> Path:
-        """Fetch into a staging folder, then rename it into place: atomic for every reader."""
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        with open(entry.parent / f".{entry.name}.lock", "a+b") as lock:
-            if fcntl is not None:  # one download across worker processes too
-                fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-            hit = self._lookup(entry)
-            if hit is not None:
-                return hit
-            staging = entry.parent / f".{entry.name}.{uuid.uuid4().hex}.part"
-            staging.mkdir()
-            try:
-                with open(staging / "data", "wb") as fh:
-                    content_type = self._fetch(src, task_id, fh)
-                name = src.filename
-                if not os.path.splitext(name)[1] and content_type:
-                    name += mimetypes.guess_extension(content_type.split(";")[0].strip()) or ""
-                (staging / "data").rename(staging / name)
-                with contextlib.suppress(OSError):  # else another process published first
-                    staging.rename(entry)
-                hit = self._lookup(entry)
-                if hit is None:
-                    raise AssetError(f"cache entry for {_where(src.value, task_id)} vanished")
-                return hit
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
+        """Fetch into a staging folder that the cache renames into place: atomic for readers."""
+
+        def write(staging: Path) -> Path:
+            with open(staging / "data", "wb") as fh:
+                content_type = self._fetch(src, task_id, fh)
+            name = src.filename
+            if not os.path.splitext(name)[1] and content_type:
+                name += mimetypes.guess_extension(content_type.split(";")[0].strip()) or ""
+            return (staging / "data").rename(staging / name)
+
+        hit = self._cache.fill(entry, write)
+        if hit is None:
+            raise AssetError(f"cache entry for {_where(src.value, task_id)} vanished")
+        return hit
 
     def _fetch(self, src: _Source, task_id: int | None, fh: IO[bytes]) -> str | None:
         """Write the asset's bytes to fh; returns its content type when known."""

@@ -6,9 +6,14 @@ sentiment=examples/sentiment` serves both from one process, at `/ner/...` and `/
 
 Each backend keeps its own state: its model store and project records in `<MODEL_DIR>/<name>`,
 and its own job queue (embedded: `<MODEL_DIR>/<name>/jobs.sqlite3`; RQ: the queue
-`<RQ_QUEUE_NAME>-<name>`, which a `labelbridge worker <folder>` serves when started with
-`MODEL_DIR=<MODEL_DIR>/<name> RQ_QUEUE_NAME=<RQ_QUEUE_NAME>-<name>`). `GET /health` at the root
-sums them up for monitors; Label Studio only ever calls the prefixed routes.
+`<RQ_QUEUE_NAME>-<name>`). `GET /health` at the root sums them up for monitors; Label Studio
+only ever calls the prefixed routes.
+
+`mounted_backends` derives each backend's reference, folder and settings; the server
+(`build_multi_app`), the production supervisor's job schedulers and `labelbridge worker
+ner=examples/ner sentiment=examples/sentiment` (JOB_QUEUE=rq: one worker serving every
+backend's queue, each job with its own backend's settings) all call it, so they agree on where
+each backend's models and jobs are.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import typer
 
@@ -26,7 +31,15 @@ from labelbridge.settings import Settings
 if TYPE_CHECKING:  # `labelbridge start` parses its arguments here without loading FastAPI
     from fastapi import FastAPI
 
-__all__ = ["backend_settings", "build_multi_app", "parse_backend_args"]
+__all__ = [
+    "Mounted",
+    "backend_folder",
+    "backend_settings",
+    "build_multi_app",
+    "check_backends",
+    "mounted_backends",
+    "parse_backend_args",
+]
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 #: names that would hide routes of the app itself
@@ -50,11 +63,13 @@ def check_backends(
             raise typer.BadParameter(f"{name}={ref}: {exc}" if name else str(exc)) from exc
 
 
-def parse_backend_args(args: Sequence[str] | None) -> tuple[str, dict[str, str] | None]:
-    """`labelbridge start`'s arguments: one backend (folder or module:Class), or several
-    NAME=BACKEND pairs. Returns the backend to check and log for, and {name: reference} for
-    several (None for one). Bad input raises typer.BadParameter (a usage error, exit 2); the
-    model classes are checked by the caller (`check_backends`)."""
+def parse_backend_args(
+    args: Sequence[str] | None, *, command: str = "start"
+) -> tuple[str, dict[str, str] | None]:
+    """`labelbridge start`'s (and `labelbridge worker`'s) arguments: one backend (folder or
+    module:Class), or several NAME=BACKEND pairs. Returns the backend to check and log for, and
+    {name: reference} for several (None for one). Bad input raises typer.BadParameter (a usage
+    error, exit 2); the model classes are checked by the caller (`check_backends`)."""
     from labelbridge.loader import model_ref_for
 
     items = list(args or [])
@@ -62,7 +77,7 @@ def parse_backend_args(args: Sequence[str] | None) -> tuple[str, dict[str, str] 
         if len(items) > 1:
             raise typer.BadParameter(
                 "several backends need names: NAME=FOLDER for each, e.g. "
-                "`labelbridge start ner=examples/ner sentiment=examples/sentiment`"
+                f"`labelbridge {command} ner=examples/ner sentiment=examples/sentiment`"
             )
         return (items[0] if items else "."), None
     backends: dict[str, str] = {}
@@ -94,23 +109,51 @@ def backend_settings(settings: Settings, name: str, backend_dir: Path | None = N
     )
 
 
-def build_multi_app(backends: Mapping[str, str], settings: Settings) -> FastAPI:
-    """One app serving each {name: folder or module:Class} under /<name>."""
-    from labelbridge.loader import load_model_class, model_ref_for
-    from labelbridge.server import create_app
-    from labelbridge.service import Backend
+def backend_folder(ref: str) -> Path | None:
+    """The folder of a backend reference (see loader.model_ref_for), None for module:Class."""
+    return Path(ref) if Path(ref).is_dir() else None
+
+
+class Mounted(NamedTuple):
+    """One backend of several: what the server mounts at /<name> and a worker runs jobs for."""
+
+    name: str
+    #: the folder or module:Class, as loader.model_ref_for makes it (a job's model_ref)
+    ref: str
+    folder: Path | None
+    settings: Settings
+
+
+def mounted_backends(backends: Mapping[str, str], settings: Settings) -> list[Mounted]:
+    """Each {name: folder or module:Class} with its settings (`backend_settings`). `settings`
+    are the server's, model_dir resolved (`labelbridge start` and `labelbridge worker` resolve
+    it alike: MODEL_DIR, else the first backend's folder's models/). The one derivation the
+    server, its job schedulers and `labelbridge worker` share."""
+    from labelbridge.loader import model_ref_for
 
     if not backends:
         raise ValueError("no backends to serve")
-    mounted: dict[str, Backend] = {}
+    mounted: list[Mounted] = []
     for name, target in backends.items():
         if not _NAME.fullmatch(name) or name in _RESERVED:
             raise ValueError(f"{name!r} cannot be a URL prefix")
         ref = model_ref_for(target)
-        backend_dir = Path(ref) if Path(ref).is_dir() else None
-        own = backend_settings(settings, name)
-        model_cls = load_model_class(ref)
-        mounted[f"/{name}"] = Backend(model_cls, own, model_ref=ref, backend_dir=backend_dir)
+        mounted.append(Mounted(name, ref, backend_folder(ref), backend_settings(settings, name)))
+    return mounted
+
+
+def build_multi_app(backends: Mapping[str, str], settings: Settings) -> FastAPI:
+    """One app serving each {name: folder or module:Class} under /<name>."""
+    from labelbridge.loader import load_model_class
+    from labelbridge.server import create_app
+    from labelbridge.service import Backend
+
+    mounted: dict[str, Backend] = {
+        f"/{one.name}": Backend(
+            load_model_class(one.ref), one.settings, model_ref=one.ref, backend_dir=one.folder
+        )
+        for one in mounted_backends(backends, settings)
+    }
     app = create_app(mounted)
 
     @app.get("/", include_in_schema=False)

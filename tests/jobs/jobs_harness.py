@@ -260,17 +260,21 @@ class Harness:
             self._delete_redis_keys()
 
     def _delete_redis_keys(self) -> None:
-        """Only this test's keys: ours (labelbridge:<queue>:*), RQ's for our queue and jobs."""
+        """Only this test's keys: ours (labelbridge:<queue>:*), RQ's for our queue and jobs;
+        with several backends, their queues <queue>-<name> as well."""
         from redis import Redis
 
         conn = Redis.from_url(REDIS_URL, decode_responses=True)
-        ours = f"labelbridge:{self.queue_name}:"
-        job_ids = [str(j) for j in conn.zrange(f"{ours}jobs", 0, -1)]
+        job_ids: list[str] = []
+        for index in conn.scan_iter(match=f"labelbridge:{self.queue_name}*:jobs", count=1000):
+            job_ids += [str(j) for j in conn.zrange(str(index), 0, -1)]
         for key in conn.scan_iter(count=1000):
             name = str(key)
             if self.queue_name in name or any(job_id in name for job_id in job_ids):
                 conn.delete(name)
-        conn.srem("rq:queues", f"rq:queue:{self.queue_name}")
+        for queue in conn.smembers("rq:queues"):
+            if self.queue_name in str(queue):
+                conn.srem("rq:queues", str(queue))
         for member in conn.smembers("rq:workers"):
             if self.queue_name in str(member):
                 conn.srem("rq:workers", str(member))

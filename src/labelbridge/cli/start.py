@@ -54,7 +54,7 @@ import typer
 from labelbridge._environ import METRICS_DIR_ENV, REPLACEMENT_ENV
 from labelbridge._environ import SERVE_ENV as SERVE_ENV  # how the CLI hands its choices on
 from labelbridge.cli._app import app
-from labelbridge.jobs import SCHEDULER_ENV, EmbeddedJobQueue
+from labelbridge.jobs import SCHEDULER_ENV, EmbeddedJobQueue, resolve_dirs
 from labelbridge.settings import JobQueueKind, Settings
 
 log = logging.getLogger("labelbridge.server")
@@ -92,7 +92,6 @@ def _start_schedulers(settings: Settings) -> list[EmbeddedJobQueue]:
     The queues are opened from the same spec and settings the workers' app factory reads
     (LABELBRIDGE_SERVE), so that the supervisor runs exactly the database they submit to."""
     from labelbridge.jobs import open_queue
-    from labelbridge.loader import model_ref_for
 
     if settings.job_queue is not JobQueueKind.embedded:
         return []  # RQ: `labelbridge worker` processes run the jobs
@@ -100,12 +99,10 @@ def _start_schedulers(settings: Settings) -> list[EmbeddedJobQueue]:
     served = Settings(**spec["overrides"])
     targets: list[tuple[Settings, Path | None]] = []
     if spec.get("backends"):  # several backends, each with its own queue (labelbridge.multi)
-        from labelbridge.multi import backend_settings
+        from labelbridge.multi import mounted_backends
 
-        for name, target in spec["backends"].items():
-            ref = model_ref_for(target)
-            own_dir = Path(ref) if Path(ref).is_dir() else None
-            targets.append((backend_settings(served, name), own_dir))
+        for one in mounted_backends(spec["backends"], served):
+            targets.append((one.settings, one.folder))
     else:
         backend_dir = Path(spec["backend_dir"]) if spec.get("backend_dir") else None
         targets.append((served, backend_dir))
@@ -214,11 +211,11 @@ def start(
 
     from labelbridge.loader import model_ref_for
     from labelbridge.logs import configure_logging
-    from labelbridge.multi import check_backends, parse_backend_args
+    from labelbridge.multi import backend_folder, check_backends, parse_backend_args
 
     first, backends = parse_backend_args(backend)
     target = model_ref_for(first)
-    backend_dir = Path(target) if Path(target).is_dir() else None
+    backend_dir = backend_folder(target)
     base = Settings()
     flags = _overrides(
         host=host,
@@ -229,10 +226,13 @@ def start(
         model_dir=model_dir,
         log_dir=log_dir,
     )
-    if base.model_dir is None and model_dir is None:
-        flags["model_dir"] = ((backend_dir or Path.cwd()) / "models").absolute()
-    if base.log_dir is None and log_dir is None:
-        flags["log_dir"] = ((backend_dir or Path.cwd()) / "logs").absolute()
+    # MODEL_DIR and LOG_DIR, else the (first) backend folder's: `labelbridge worker` resolves
+    # them with the same function, so its jobs write where this server reads
+    unresolved = base.model_copy(update=flags)
+    resolved = resolve_dirs(unresolved, backend_dir)
+    for name in ("model_dir", "log_dir"):
+        if getattr(unresolved, name) is None:
+            flags[name] = getattr(resolved, name)
     settings = base.model_copy(update=flags)
     settings = Settings.model_validate(settings.model_dump())
     configure_logging(settings, backend_dir=backend_dir)

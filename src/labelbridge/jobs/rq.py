@@ -30,7 +30,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -44,6 +44,7 @@ from rq import Queue, Worker, get_current_job
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
+from rq.worker import DequeueStrategy
 
 from labelbridge.errors import QueueUnavailable, UnknownJob
 from labelbridge.jobs._base import JobRecord, JobSpec, JobState
@@ -501,12 +502,17 @@ class RQJobQueue:
 
 
 # --- the worker side ----------------------------------------------------------------------
-_worker_settings: Settings | None = None
+#: {RQ queue name: the settings of the backend whose jobs it carries}, set in each worker
+#: process by run_workers: one entry, or one per backend of `labelbridge worker a=... b=...`
+_worker_settings: dict[str, Settings] = {}
 
 
-def _settings_here() -> Settings:
-    if _worker_settings is not None:
-        return _worker_settings
+def _settings_here(queue_name: str) -> Settings:
+    """The settings a job of `queue_name` runs with: its backend's (model dir, store prefix)."""
+    if queue_name in _worker_settings:
+        return _worker_settings[queue_name]
+    if len(_worker_settings) == 1:  # a job whose queue the worker was not told of: as before
+        return next(iter(_worker_settings.values()))
     from labelbridge.jobs import resolve_dirs
 
     from_environment: dict[str, Any] = {}  # a plain `rq worker`: the environment's settings
@@ -532,7 +538,7 @@ def execute(job_id: str, queue_name: str) -> dict[str, Any]:
     """What an RQ work horse runs: claim our record, train, record the outcome."""
     from labelbridge.jobs.runner import job_context, run_spec
 
-    settings = _settings_here()
+    settings = _settings_here(queue_name)
     current = get_current_job()
     conn = current.connection if current is not None else connect(settings.redis_url, quick=False)
     jobs = _Jobs(conn, queue_name)
@@ -589,28 +595,42 @@ def _on_horse_killed(job: Job, retpid: int, status: int, rusage: Any) -> None:
         jobs.release(record.project, job_id)
 
 
-def _work(settings: Settings, burst: bool, name: str) -> None:
-    """One RQ worker process (forked by run_workers)."""
-    global _worker_settings
-    _worker_settings = settings
+def _work(served: list[Settings], burst: bool, name: str) -> None:
+    """One RQ worker process (forked by run_workers), listening on every served queue."""
+    _worker_settings.clear()
+    _worker_settings.update({one.rq_queue_name: one for one in served})
     import labelbridge.jobs.runner  # noqa: F401  (imported once here, not in every horse)
 
+    settings = served[0]  # Redis, logging and the like: the same for every backend
     worker = Worker(
-        [settings.rq_queue_name],
+        list(_worker_settings),
         connection=connect(settings.redis_url, quick=False),
         name=name,
         work_horse_killed_handler=_on_horse_killed,
     )
     level = "DEBUG" if settings.debug else settings.log_level.upper()
-    worker.work(burst=burst, logging_level=level)
+    # several queues: take from each in turn, so that one backend's backlog does not starve
+    # the others (RQ's default would empty the first queue first)
+    strategy = DequeueStrategy.ROUND_ROBIN if len(served) > 1 else DequeueStrategy.DEFAULT
+    worker.work(burst=burst, logging_level=level, dequeue_strategy=strategy)
 
 
 def run_workers(
-    settings: Settings, backend_dir: Path | None = None, *, burst: bool = False, count: int = 1
+    settings: Settings,
+    backend_dir: Path | None = None,
+    *,
+    burst: bool = False,
+    count: int = 1,
+    backends: Mapping[str, str] | None = None,
 ) -> int:
     """`labelbridge worker`: `count` RQ worker processes plus this supervisor, which runs the
-    dispatcher, forwards SIGTERM (warm shutdown; a second signal kills) and restarts a worker
-    that died. Returns the exit code."""
+    dispatchers, forwards SIGTERM (warm shutdown; a second signal kills) and restarts a worker
+    that died. Returns the exit code.
+
+    `backends` ({name: folder or module:Class}, as `labelbridge start` serves them; then
+    `backend_dir` is the first one's folder): every worker listens on each backend's queue and
+    runs a job with that backend's settings (labelbridge.multi.mounted_backends). `count` is
+    still how many jobs run at once, whichever backends they are for."""
     from labelbridge.jobs import resolve_dirs
 
     settings = resolve_dirs(settings, backend_dir)
@@ -618,13 +638,20 @@ def run_workers(
         from labelbridge.logs import configure_logging
 
         configure_logging(settings, backend_dir=backend_dir, role="worker")
+    if backends:
+        from labelbridge.multi import mounted_backends
+
+        served = [one.settings for one in mounted_backends(backends, settings)]
+    else:
+        served = [settings]
     url = mask_url(settings.redis_url)
     try:
         connect(settings.redis_url).ping()
     except RedisError as exc:
         log.error("Redis at %s is unreachable: %s", url, exc)
         return 1
-    log.info("serving RQ queue %r at %s with %d worker(s)", settings.rq_queue_name, url, count)
+    names = ", ".join(repr(one.rq_queue_name) for one in served)
+    log.info("serving RQ queue(s) %s at %s with %d worker(s)", names, url, count)
 
     context = multiprocessing.get_context("fork")
     token = uuid.uuid4().hex[:6]
@@ -635,15 +662,17 @@ def run_workers(
         spawned[index] = time.monotonic()
         name = f"{settings.rq_queue_name}.{HOSTNAME}.{os.getpid()}.{token}.{index}"
         process = context.Process(
-            target=_work, args=(settings, burst, name), name=f"rq-worker-{index}"
+            target=_work, args=(served, burst, name), name=f"rq-worker-{index}"
         )
         process.start()
         workers[index] = process
 
     for index in range(count):
         spawn(index)
-    queue = RQJobQueue(settings)  # after the forks: workers do not inherit its thread
-    queue.start()
+    # after the forks: workers do not inherit their threads
+    queues = [RQJobQueue(one) for one in served]
+    for queue in queues:
+        queue.start()
     stopping = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -673,5 +702,6 @@ def run_workers(
                     spawn(index)
             time.sleep(0.2)
     finally:
-        queue.close()
+        for queue in queues:
+            queue.close()
     return 0
