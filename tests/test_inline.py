@@ -14,7 +14,7 @@ import pytest
 
 from _backends import CHOICES_CONFIG, Echo
 from labelbridge import _inline
-from labelbridge._inline import InlineCost
+from labelbridge._inline import InlineCost, LoopRunner
 from labelbridge.model import PredictContext
 from labelbridge.server import create_app
 from labelbridge.service import Backend
@@ -32,13 +32,25 @@ def test_nothing_runs_inline_before_it_was_measured_or_with_a_zero_limit() -> No
     assert not off.allows(1)
 
 
-def test_the_estimate_is_per_task_so_large_batches_go_to_the_pool() -> None:
+def test_batches_are_judged_per_task_and_single_calls_on_their_own() -> None:
     cost = InlineCost(2.0)
-    cost.record(0.000_100, 1, inline=False)  # 0.1 ms per task
-    assert cost.allows(1) and cost.allows(19)
+    cost.record(0.000_100, 1, inline=False)  # 0.1 ms per call of one task
+    assert cost.allows(1) and cost.allows(19)  # no batch measured: 19 x 0.1 ms
     assert not cost.allows(64)  # 6.4 ms expected
+    cost.record(0.064, 64, inline=False)  # batches: 1 ms per task
+    assert cost.allows(1) and not cost.allows(3)
     for _ in range(30):
-        cost.record(0.010, 1, inline=False)  # the model became slow
+        cost.record(0.010, 1, inline=False)  # one-task calls became slow
+    assert not cost.allows(1)
+
+
+def test_a_cheap_batch_rate_does_not_make_slow_single_calls_inline() -> None:
+    """A model with a large fixed cost per call: 0.1 ms per task in batches of 100, but 50 ms
+    for one task. Only a measured one-task call can put one-task calls on the loop."""
+    cost = InlineCost(2.0)
+    cost.record(0.010, 100, inline=False)
+    assert not cost.allows(1) and cost.allows(10)
+    cost.record(0.050, 1, inline=False)
     assert not cost.allows(1)
 
 
@@ -136,3 +148,56 @@ def test_a_model_running_asyncio_itself_is_never_inline_and_never_fails(tmp_path
     threads = _threads_of(UsesAsyncio, tmp_path)
     assert threads[0] == "labelbridge-call"
     assert threads[-1] == "labelbridge-call" and threads.count("labelbridge-call") >= 19
+
+
+def test_a_base_exception_from_a_call_reaches_its_request_and_the_runner_goes_on() -> None:
+    class Boom(BaseException):
+        pass
+
+    def call(request: str) -> str:
+        if request == "boom":
+            raise Boom
+        if request == "cancel":
+            raise asyncio.CancelledError
+        return request.upper()
+
+    runner = LoopRunner(call)
+
+    async def main() -> None:
+        first = runner.run("a")
+        boom = runner.run("boom")
+        cancel = runner.run("cancel")
+        last = runner.run("b")
+        assert await first == "A"
+        with pytest.raises(Boom):
+            await boom
+        with pytest.raises(asyncio.CancelledError):
+            await cancel
+        assert await last == "B"
+        assert await runner.run("c") == "C"  # later calls still run
+
+    asyncio.run(main())
+
+
+def test_a_turn_stops_after_its_budget_and_keeps_the_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_inline, "TURN_BUDGET", 0.0)  # one call per turn
+    done: list[str] = []
+    runner = LoopRunner(lambda request: done.append(request) or request)
+
+    async def main() -> None:
+        futures = [runner.run(str(i)) for i in range(5)]
+        await asyncio.sleep(0)  # one turn of the loop
+        assert done == ["0"]
+        futures.append(runner.run("5"))  # a newer arrival goes after the rest
+        assert [await f for f in futures] == [str(i) for i in range(6)]
+
+    asyncio.run(main())
+    assert done == [str(i) for i in range(6)]
+
+
+def test_threads_1_keeps_every_call_in_the_pool(tmp_path: Path) -> None:
+    """THREADS=1 promises predict() one call at a time: an inline call could run beside a
+    pool call, so none runs inline."""
+    assert set(_threads_of(Fast, tmp_path, threads=1)) == {"labelbridge-call"}

@@ -129,10 +129,6 @@ async def send_error(send: Send, exc: LabelBridgeError, *, www_auth: bool = Fals
     await _send_json(send, exc.status_code, orjson.dumps(exc.to_dict()), extra)
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
 class Gate:
     """Pure ASGI: auth, body limit, metrics, logs; POST /predict answered here."""
 
@@ -154,8 +150,9 @@ class Gate:
         self.max_body = settings.max_body_bytes
         #: POST paths answered by _predict instead of FastAPI's router
         self.direct = {prefix + "/predict": backend for prefix, backend in backends.items()}
-        #: inline predict() for fast models (INLINE_PREDICT_MS > 0)
-        self.inline = settings.inline_predict_ms > 0
+        #: inline predict() for fast models (INLINE_PREDICT_MS > 0); THREADS=1 promises
+        #: predict() one call at a time, which an inline call beside a pool call would break
+        self.inline = settings.inline_predict_ms > 0 and settings.threads > 1
         self.loop_runs = {
             backend: LoopRunner(backend.predict_nowait) for backend in backends.values()
         }
@@ -289,7 +286,11 @@ class Gate:
         raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         try:
             request = parse_raw(raw, PredictRequest)
-            answer = await self.loop_runs[backend].run(request) if self.inline else None
+            answer = (
+                await self.loop_runs[backend].run(request)
+                if self.inline and backend.inline.allows(len(request.tasks))
+                else None
+            )
             if answer is None:
                 answer = await pool_for(backend).run(backend.predict, request)
             status, payload = 200, orjson.dumps(answer, option=_NUMPY)
@@ -316,22 +317,28 @@ class Gate:
                 chunk = message.get("body", b"")
                 received += len(chunk)
                 if received > max_body:
-                    raise _BodyTooLarge
+                    # our error: FastAPI's handler for it answers 413 with the usual JSON (an
+                    # exception of another kind would reach its 500 handler first)
+                    raise too_large(max_body)
                 if debug_body is not None and received - len(chunk) < _DEBUG_BODY_BYTES:
                     debug_body.append(chunk)
             return message
 
+        started = False
+
         async def send_wrapper(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started = message["status"], True
             await send(message)
 
         try:
             await self.app(scope, limited_receive, send_wrapper)
-        except _BodyTooLarge:
+        except PayloadTooLarge as exc:  # raised outside a route (no handler answered)
+            if started:
+                raise
             status = 413
-            await send_error(send, too_large(max_body))
+            await send_error(send, exc)
         return status, b"".join(debug_body) if debug_body is not None else b""
 
 

@@ -12,8 +12,8 @@ parsed together, predicted together, answered together. Measured on the real ser
 (bench/NOTES.md), that costs less per request than either running each inline in its own task
 or the thread pool, at every concurrency: the same code stays hot in the CPU's caches.
 
-The cost is an exponential moving average of the model's own predict() time per task (our
-parsing and validation are known to be cheap), measured wherever the call ran. A model that is
+The cost is measured wherever the call ran: predict() and the checking of its answer, as both
+hold up the loop when inline (see InlineCost for the two averages kept). A model that is
 fast most of the time but sometimes slow (an asset download on a cache miss, a new version to
 load) would block the loop when the slow call runs inline: after such a surprise (a call over
 SURPRISE times the limit) inline is off for a while, the pause doubling each time (up to
@@ -41,21 +41,31 @@ TURN_BUDGET = 0.005
 
 
 class InlineCost:
-    """Per-task cost of a model's predict(), and whether the next call may run inline."""
+    """What a model's predict() costs, and whether the next call may run inline.
+
+    Two moving averages, as many models have a fixed cost per call: seconds per one-task call
+    (Label Studio's interactive and per-task requests), and seconds per task in calls of
+    several tasks (batches). A one-task call is judged by the first only; a batch by the
+    second, else (not measured yet) by the one-task cost times its size."""
 
     def __init__(self, limit_ms: float) -> None:
         self.limit = limit_ms / 1000.0
-        self.per_task: float | None = None  # seconds, moving average
+        self.single: float | None = None  # seconds per one-task call
+        self.per_task: float | None = None  # seconds per task, in calls of several tasks
         self.paused_until = 0.0  # time.monotonic()
         self.pauses = 0
         self._lock = threading.Lock()
 
     def allows(self, tasks: int) -> bool:
         """Whether a call with this many tasks is expected to finish inside the limit."""
-        per_task = self.per_task
-        if self.limit <= 0 or per_task is None:
+        if self.limit <= 0:
             return False
-        if per_task * max(tasks, 1) > self.limit:
+        if tasks <= 1:
+            expected = self.single
+        else:
+            unit = self.per_task if self.per_task is not None else self.single
+            expected = None if unit is None else unit * tasks
+        if expected is None or expected > self.limit:
             return False
         return not self.paused_until or time.monotonic() >= self.paused_until
 
@@ -64,18 +74,20 @@ class InlineCost:
         self.limit = 0.0
 
     def record(self, seconds: float, tasks: int, *, inline: bool) -> None:
-        """One predict() call took `seconds` for `tasks` tasks."""
-        sample = seconds / max(tasks, 1)
+        """One call took `seconds` for `tasks` tasks."""
         with self._lock:
-            self.per_task = (
-                sample
-                if self.per_task is None
-                else self.per_task + ALPHA * (sample - self.per_task)
-            )
+            if tasks <= 1:
+                self.single = _moved(self.single, seconds)
+            else:
+                self.per_task = _moved(self.per_task, seconds / tasks)
             if inline and self.limit > 0 and seconds > SURPRISE * self.limit:
                 pause = min(FIRST_PAUSE * 2.0**self.pauses, MAX_PAUSE)
                 self.pauses += 1
                 self.paused_until = time.monotonic() + pause
+
+
+def _moved(average: float | None, sample: float) -> float:
+    return sample if average is None else average + ALPHA * (sample - average)
 
 
 class LoopRunner:
@@ -101,16 +113,30 @@ class LoopRunner:
 
     def _turn(self, loop: asyncio.AbstractEventLoop) -> None:
         queue, self._queue = self._queue, []
+        self._scheduled = False
         deadline = time.perf_counter() + TURN_BUDGET
         for index, (request, future) in enumerate(queue):
             if index and time.perf_counter() > deadline:
-                self._queue[:0] = queue[index:]  # the rest, ahead of newer arrivals
-                loop.call_soon(self._turn, loop)
+                self._later(loop, queue[index:])  # the rest, ahead of newer arrivals
                 return
             if future.cancelled():
                 continue
             try:
                 future.set_result(self.call(request))
-            except Exception as exc:
+            except (KeyboardInterrupt, SystemExit) as exc:
+                future.set_exception(RuntimeError(f"the server is stopping ({type(exc).__name__})"))
+                self._later(loop, queue[index + 1 :])
+                raise
+            except asyncio.CancelledError:
+                future.cancel()
+            except BaseException as exc:  # to the request, as the pool path would
                 future.set_exception(exc)
-        self._scheduled = False
+
+    def _later(
+        self, loop: asyncio.AbstractEventLoop, rest: list[tuple[Any, asyncio.Future[Any]]]
+    ) -> None:
+        if rest:
+            self._queue[:0] = rest
+            if not self._scheduled:
+                self._scheduled = True
+                loop.call_soon(self._turn, loop)

@@ -70,6 +70,8 @@ ANNOTATION_EVENTS = frozenset(
 TRAIN_EVENTS = frozenset({"START_TRAINING"})
 #: how often the queue's health is looked at (/health reports the last look)
 QUEUE_CHECK_SECONDS = 1.0
+#: parsed labeling configs kept per backend (by text), the oldest dropped first
+_CONFIGS_KEPT = 64
 
 
 def _project_or_error(value: Any, field: str = "project") -> str:
@@ -118,7 +120,7 @@ class Backend:
         self._records: dict[str, ProjectRecord] = {}
         self._states: OrderedDict[tuple[str, str], tuple[str, Any]] = OrderedDict()
         #: parsed configs by their text: /predict sends the config with every request
-        self._configs: dict[str, LabelConfig] = {}
+        self._configs: OrderedDict[str, LabelConfig] = OrderedDict()
         self.inline = InlineCost(settings.inline_predict_ms)
         self._predict_metrics: tuple[Callable[[float], None], Callable[[float], None]] | None = None
         self._state_lock = threading.Lock()
@@ -126,6 +128,7 @@ class Backend:
         self._started = False
         self._closing = threading.Event()
         self._queue_state: tuple[float, bool, str | None] | None = None
+        self._watch_since = 0.0
 
     # --- lifecycle ----------------------------------------------------------------------
     def start(self, *, wait: bool = False) -> None:
@@ -133,6 +136,7 @@ class Backend:
         if self._started:
             return
         self._started = True
+        self._watch_since = time.monotonic()
         try:
             self.queue.start()
         except LabelBridgeError as exc:
@@ -203,10 +207,15 @@ class Backend:
     def health(self) -> HealthResponse:
         """Never waits on I/O: the queue's state comes from the watcher thread (an SQLite read
         or a Redis round trip on the event loop would hold up every request behind it)."""
-        seen = self._queue_state
-        if seen is None or time.monotonic() - seen[0] > 3 * QUEUE_CHECK_SECONDS:
-            # before the watcher's first look, or no watcher (an app used without its lifespan)
-            seen = self._queue_state = (time.monotonic(), *self.queue.health())
+        seen, now = self._queue_state, time.monotonic()
+        last = seen[0] if seen is not None else self._watch_since
+        if self._started and now - last > 3 * QUEUE_CHECK_SECONDS:
+            # the watcher's look is overdue: the queue hangs (a Redis that does not answer)
+            age = "never" if seen is None else f"{now - seen[0]:.0f} s ago"
+            seen = (last, False, f"the job queue did not answer in time (last answer: {age})")
+        elif seen is None or not self._started:
+            # no watcher (an app used without its lifespan), or before its first look
+            seen = self._queue_state = (now, *self.queue.health())
         _, ok, reason = seen
         return HealthResponse(
             model_class=self.model_cls.__name__,
@@ -289,7 +298,9 @@ class Backend:
         if block:
             current = self.store.current_name(project)
         else:
-            known, current = self.store.current_name_nowait(project)
+            # a ModelStore written before current_name_nowait existed: never inline
+            nowait = getattr(self.store, "current_name_nowait", None)
+            known, current = nowait(project) if nowait is not None else (False, None)
             if not known:
                 return None
         if current is None:
@@ -361,9 +372,12 @@ class Backend:
         project = _project_or_error(request.project) if request.project not in (None, "") else None
         if project is None and tasks and isinstance(tasks[0].get("project"), int):
             project = str(tasks[0]["project"])
-        if project and not block and project not in self._records:
-            return None  # the store would be read
-        record = self._record(project) if project else None
+        if project and not block:
+            record = self._records.get(project)
+            if record is None:
+                return None  # the store would be read
+        else:
+            record = self._record(project) if project else None
         config_text = request.label_config or (record.label_config if record else None)
         if not config_text:
             raise UnknownProject(
@@ -376,9 +390,10 @@ class Backend:
             if not block:
                 return None  # parsing a large config takes milliseconds
             config = self._config(config_text, "label_config")
-            if len(self._configs) >= 64:
-                self._configs.pop(next(iter(self._configs)))
-            self._configs[config_text] = config
+            with self._state_lock:
+                self._configs[config_text] = config
+                while len(self._configs) > _CONFIGS_KEPT:
+                    self._configs.popitem(last=False)
         project = project or f"config-{config.hash[:12]}"
         model = self.wait_ready() if block else self.model
         served = self._state_for(project, block=block)
@@ -420,15 +435,31 @@ class Backend:
         try:
             raw = model.predict(tasks, context)
         except LabelBridgeError:
+            self.inline.record(time.perf_counter() - began, len(tasks), inline=inline)
             raise
         except Exception as exc:
+            self.inline.record(time.perf_counter() - began, len(tasks), inline=inline)
             raise ModelError(
                 f"predict() raised {type(exc).__name__}: {exc}",
                 traceback=traceback.format_exc() if self.settings.debug else None,
             ) from exc
+        took = time.perf_counter() - began
+        try:
+            return self._checked(raw, tasks, config, version, took, dropped)
         finally:
-            took = time.perf_counter() - began
-            self.inline.record(took, len(tasks), inline=inline)
+            # the whole call (checking a large answer costs too), as it holds up the loop
+            self.inline.record(time.perf_counter() - began, len(tasks), inline=inline)
+
+    def _checked(
+        self,
+        raw: Any,
+        tasks: list[dict[str, Any]],
+        config: LabelConfig,
+        version: str,
+        took: float,
+        dropped: list[Any] | None,
+    ) -> dict[str, Any]:
+        """predict()'s answer normalized, checked against the config, counted."""
         if self._predict_metrics is None:
             self._predict_metrics = (
                 self.metrics.histogram(

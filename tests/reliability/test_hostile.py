@@ -167,6 +167,25 @@ CASES = [
         "104857600",
         seconds=15.0,
     ),
+    # the routes FastAPI serves behind the gate: one 413, never a 500 before it
+    Case(
+        "/setup: 200 MB body, chunked",
+        "/setup",
+        lambda: _streamed(200 * MB),
+        413,
+        "PayloadTooLarge",
+        "104857600",
+        seconds=15.0,
+    ),
+    Case(
+        "/webhook: 200 MB body, chunked",
+        "/webhook",
+        lambda: _streamed(200 * MB),
+        413,
+        "PayloadTooLarge",
+        "104857600",
+        seconds=15.0,
+    ),
 ]
 
 
