@@ -72,7 +72,11 @@ class Settings(BaseSettings):
     )
     workers: int = Field(1, ge=1, le=64, description="Worker processes in production mode.")
     threads: int = Field(
-        8, ge=1, le=256, description="Threads per worker for the model's predict()."
+        8,
+        ge=1,
+        le=256,
+        description="Threads per worker for the model's predict(); 1: one call at a time "
+        "(and none inline, see INLINE_PREDICT_MS).",
     )
     inline_predict_ms: float = Field(
         2.0,
