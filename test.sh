@@ -5,7 +5,7 @@ cd "$(dirname "$0")"
 scripts/bootstrap.sh dev
 scripts/ensure_redis.sh
 scripts/ensure_chromium.sh
-.venv/bin/ruff check src tests examples
-.venv/bin/ruff format --check src tests examples
+.venv/bin/ruff check src tests examples scripts bench
+.venv/bin/ruff format --check src tests examples scripts
 .venv/bin/mypy
 exec .venv/bin/pytest -q "$@"

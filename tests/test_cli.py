@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import signal
 import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import httpx
@@ -25,6 +29,7 @@ def test_init_scaffolds_a_backend_that_starts_and_predicts(tmp_path: Path) -> No
         "README.md",
         "Dockerfile",
         "docker-compose.yml",
+        "wheels",
     } <= names
     again = subprocess.run(
         [LABELBRIDGE, "init", str(folder)], capture_output=True, text=True, check=False
@@ -133,6 +138,102 @@ def test_settings_table_lists_every_setting() -> None:
     )
 
 
+def _record_problems(wheel: Path) -> list[str]:
+    """What in the wheel's RECORD disagrees with its files."""
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        record_name = next(n for n in names if n.endswith(".dist-info/RECORD"))
+        rows = [line.split(",") for line in archive.read(record_name).decode().splitlines()]
+        problems = [f"not in RECORD: {n}" for n in set(names) - {row[0] for row in rows}]
+        for name, digest, size in rows:
+            if name == record_name:
+                continue
+            data = archive.read(name)
+            sha = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+            if digest != f"sha256={sha}" or int(size) != len(data):
+                problems.append(f"RECORD is wrong for {name}")
+    return problems
+
+
+def test_init_writes_a_wheel_of_labelbridge_that_pip_installs(tmp_path: Path) -> None:
+    """The Dockerfile installs labelbridge from wheels/ (it is not on PyPI): the wheel installs
+    with pip, offline, and that install is a whole labelbridge: its console script runs `init`
+    from the wheel's own templates, and packs a wheel byte for byte the same (the bytes depend on
+    the files only, so Docker's layer cache survives writing it again)."""
+    first, second = tmp_path / "1" / "backend", tmp_path / "2" / "backend"
+    subprocess.run([LABELBRIDGE, "init", str(first)], check=True, capture_output=True)
+    (wheel,) = (first / "wheels").iterdir()
+    assert wheel.name.startswith("labelbridge-") and wheel.name.endswith("-py3-none-any.whl")
+    assert f"/tmp/wheels/{wheel.name}[rq]" in (first / "Dockerfile").read_text()
+    assert _record_problems(wheel) == []
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+    assert "labelbridge/templates/Dockerfile.tmpl" in names and "labelbridge/py.typed" in names
+    assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
+
+    target = tmp_path / "site"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-index",
+            "--target",
+            target,
+            wheel,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    # the install comes first on the path (its dependencies are this environment's)
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    which = subprocess.run(
+        [sys.executable, "-c", "import labelbridge; print(labelbridge.__file__)"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert which.stdout.startswith(str(target))
+    script = target / "bin" / "labelbridge"
+    subprocess.run([str(script), "init", str(second)], env=env, check=True)
+    assert (second / "Dockerfile").read_text() == (first / "Dockerfile").read_text()
+    assert (second / "wheels" / wheel.name).read_bytes() == wheel.read_bytes()
+
+
+def test_init_update_wheel_replaces_the_wheel_and_leaves_the_rest(tmp_path: Path) -> None:
+    folder = tmp_path / "b"
+    subprocess.run([LABELBRIDGE, "init", str(folder)], check=True, capture_output=True)
+    (wheel,) = (folder / "wheels").iterdir()
+    old = "labelbridge-0.0.1-py3-none-any.whl"
+    dockerfile = folder / "Dockerfile"
+    dockerfile.write_text(dockerfile.read_text().replace(wheel.name, old) + "# mine\n")
+    wheel.rename(folder / "wheels" / old)
+    (folder / "model.py").write_text("# my model\n")
+    done = subprocess.run(
+        [LABELBRIDGE, "init", str(folder), "--update-wheel"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert [p.name for p in (folder / "wheels").iterdir()] == [wheel.name]
+    text = dockerfile.read_text()
+    assert old not in text and f"/tmp/wheels/{wheel.name}[rq]" in text and "# mine" in text
+    assert (folder / "model.py").read_text() == "# my model\n"
+    missing = subprocess.run(
+        [LABELBRIDGE, "init", str(tmp_path / "none"), "--update-wheel"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert missing.returncode == 2 and "no Dockerfile" in missing.stderr
+
+
 def test_start_serves_several_backends_under_their_prefixes(tmp_path: Path) -> None:
     for name in ("yes-no", "other"):
         subprocess.run([LABELBRIDGE, "init", str(tmp_path / name)], check=True, capture_output=True)
@@ -146,3 +247,16 @@ def test_start_serves_several_backends_under_their_prefixes(tmp_path: Path) -> N
             body = {"project": "3.1", "schema": config}
             assert httpx.post(f"{url}/{name}/setup", json=body).json() == {"model_version": version}
         assert (tmp_path / "models" / "a").is_dir() and (tmp_path / "models" / "b").is_dir()
+
+
+def test_help_shows_which_environment_variable_backs_each_option() -> None:
+    """Rich markup once took "[env REDIS_URL]" for a style and printed "Redis URL ."."""
+    for command, needle in (("worker", "[env REDIS_URL]"), ("start", "[env MODEL_DIR]")):
+        done = subprocess.run(
+            [LABELBRIDGE, command, "--help"],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "COLUMNS": "200"},
+        )
+        assert needle in done.stdout, done.stdout

@@ -8,10 +8,17 @@
   installed, and always through our own checks of the practices that matter here: slim pinned
   base, non-root USER, the requirements layer before the code, a HEALTHCHECK on /health, no
   secrets baked in, exec-form CMD.
+- Every file a Dockerfile COPYs is in its build context and not left out by its .dockerignore:
+  with no Docker engine to build, that is what says `docker build` finds labelbridge's wheel
+  right after `labelbridge init`, and the repository's files for the examples.
+- The examples' Docker files are generated from the init template
+  (scripts/gen_example_dockerfiles.py): a hand edit, or a template change not carried over,
+  fails here.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 import shutil
@@ -25,7 +32,7 @@ import pytest
 import yaml
 
 from labelbridge.cli.init import render
-from support import ROOT
+from support import LABELBRIDGE, ROOT
 
 TEMPLATE = render("my-backend")
 EXAMPLE_DOCKERFILES = sorted(ROOT.glob("examples/*/Dockerfile"))
@@ -211,3 +218,64 @@ def test_hadolint_can_fail(tmp_path: Path) -> None:
 def test_dockerignore_keeps_models_logs_and_venv_out_of_the_image() -> None:
     ignored = TEMPLATE[".dockerignore"].split()
     assert {"models/", "logs/", ".venv/"} <= set(ignored)
+
+
+def test_the_examples_docker_files_are_generated_from_the_init_template() -> None:
+    script = ROOT / "scripts" / "gen_example_dockerfiles.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--check"], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert len(EXAMPLE_DOCKERFILES) >= 4
+
+
+def _ignored(relative: str, patterns: list[str]) -> bool:
+    """Whether a .dockerignore's patterns leave `relative` (or a folder above it) out."""
+    parts = relative.split("/")
+    paths = ["/".join(parts[:end]) for end in range(1, len(parts) + 1)]
+    for pattern in patterns:
+        pattern = pattern.rstrip("/")
+        if pattern.startswith("**/"):
+            if any(fnmatch.fnmatchcase(part, pattern[3:]) for part in parts):
+                return True
+        elif any(fnmatch.fnmatchcase(path, pattern) for path in paths):
+            return True
+    return False
+
+
+def _missing_copy_sources(dockerfile: Path, context: Path, ignore_file: Path) -> list[str]:
+    patterns = [
+        line.strip()
+        for line in ignore_file.read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    missing = []
+    for word, args in _instructions(dockerfile.read_text(encoding="utf-8")):
+        parts = args.split()
+        if word != "COPY" or any(p.startswith("--from") for p in parts):
+            continue
+        for source in [p for p in parts if not p.startswith("--")][:-1]:
+            relative = source.rstrip("/") or "."
+            if not (context / relative).exists():
+                missing.append(f"{source}: not in {context}")
+            elif relative != "." and _ignored(relative, patterns):
+                missing.append(f"{source}: left out by {ignore_file.name}")
+    return missing
+
+
+def test_every_file_the_init_dockerfile_copies_is_there_after_init(tmp_path: Path) -> None:
+    folder = tmp_path / "my-backend"
+    subprocess.run([LABELBRIDGE, "init", str(folder)], check=True, capture_output=True)
+    dockerfile = folder / "Dockerfile"
+    assert "wheels/labelbridge-" in dockerfile.read_text()  # not PyPI: labelbridge is not there
+    assert _missing_copy_sources(dockerfile, folder, folder / ".dockerignore") == []
+    (folder / ".dockerignore").write_text("wheels/\n")
+    assert _missing_copy_sources(dockerfile, folder, folder / ".dockerignore") == [
+        f"wheels/{next((folder / 'wheels').iterdir()).name}: left out by .dockerignore"
+    ]
+
+
+@pytest.mark.parametrize("path", EXAMPLE_DOCKERFILES, ids=lambda p: p.parent.name)
+def test_every_file_an_example_dockerfile_copies_is_in_the_repository(path: Path) -> None:
+    ignore_file = path.with_name("Dockerfile.dockerignore")
+    assert _missing_copy_sources(path, ROOT, ignore_file) == []

@@ -311,9 +311,37 @@ def test_too_few_annotations(stub: StubBackend, ls: FakeLabelStudioML) -> None:
     )
     annotations = found["annotations"]
     assert annotations.status == "fail" and "has 0 annotations" in annotations.measured
-    assert "annotate at least 1 task" in (annotations.fix or "")
+    assert "does not say how many" in annotations.measured  # the stub's /health has no number
+    assert "annotate 1 more task " in (annotations.fix or "")
     assert found["train"].status == "skip"
     assert not stub.requests_to("/webhook")
+
+
+class NeedsThree(Echo):
+    min_annotations = 3
+
+
+def test_the_annotations_the_model_needs_come_from_its_health(
+    our_backend: Callable[..., str], ls: FakeLabelStudioML
+) -> None:
+    url = our_backend(NeedsThree)
+    project = project_with_tasks(ls)
+    ls.add_annotation(1, [{"from_name": "sentiment", "to_name": "text", "type": "choices"}])
+    ls.add_ml_backend(project, url)
+    checks = run_checks(url, label_studio=ls.url, token=ls.legacy_token, project=project)
+    found = by_name(checks)
+    annotations = found["annotations"]
+    needs = f"the model needs 3 annotations before training starts; project {project} has 1"
+    assert annotations.status == "fail" and annotations.measured == needs
+    assert annotations.data == {"count": 1, "needed": 3}
+    assert "annotate 2 more tasks" in (annotations.fix or "")
+    assert "Model.min_annotations" in (annotations.fix or "")
+    train = found["train"]
+    assert train.status == "skip" and "too few annotations (1/3)" in train.measured
+    out = io.StringIO()
+    render(checks, Console(file=out, soft_wrap=True, highlight=False))
+    [line] = [x for x in out.getvalue().splitlines() if x.startswith("FAIL  annotations")]
+    assert needs in line and "fix: annotate 2 more tasks" in line
 
 
 def test_a_registered_backend_in_error(stub: StubBackend, ls: FakeLabelStudioML) -> None:

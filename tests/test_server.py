@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from _backends import CHOICES_CONFIG, Echo, FailsToLoad, Raises, SlowSetup, WrongCount
-from labelbridge.model import Model
+from labelbridge.model import Model, annotations_needed
 from labelbridge.server import create_app
 from labelbridge.service import Backend
 from labelbridge.settings import Settings
@@ -62,6 +62,33 @@ def test_health_answers_at_once_while_the_model_loads(
     assert answer.json() == {"model_version": "slow-v0"}
     backend.wait_ready(10)
     assert http.get(f"{url}/").json()["model_state"] == "ready"
+
+
+class NeedsThree(Echo):
+    min_annotations = 3
+
+
+class NeedsSome(Echo):
+    min_annotations = "some"  # type: ignore[assignment]
+
+
+def test_health_says_how_many_annotations_training_needs(
+    start_backend: Factory, http: httpx.Client, tmp_path: Path
+) -> None:
+    """The model class's min_annotations, else MIN_ANNOTATIONS_TO_TRAIN: what jobs enforce."""
+    url, _ = start_backend(NeedsThree, min_annotations_to_train=7)
+    assert http.get(f"{url}/health").json()["min_annotations"] == 3
+    url, _ = start_backend(Echo, min_annotations_to_train=7)
+    assert http.get(f"{url}/health").json()["min_annotations"] == 7
+    url, _ = start_backend(Echo, model_dir=tmp_path / "defaults")
+    assert http.get(f"{url}/").json()["min_annotations"] == 1
+    url, _ = start_backend(NeedsSome)  # a malformed number must not break health
+    health = http.get(f"{url}/health")
+    assert health.status_code == 200 and "min_annotations" not in health.json()
+    # the one rule, which the job runner enforces too (and names in its error's fix)
+    seven = Settings(model_dir=tmp_path, min_annotations_to_train=7)
+    assert annotations_needed(NeedsThree, seven) == (3, "Model.min_annotations")
+    assert annotations_needed(Echo, seven) == (7, "MIN_ANNOTATIONS_TO_TRAIN")
 
 
 def test_label_studio_captured_setup_and_predict(

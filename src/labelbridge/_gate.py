@@ -32,7 +32,14 @@ from labelbridge.service import Backend
 from labelbridge.settings import Settings
 from labelbridge.status import RequestRing
 
-__all__ = ["Gate", "ORJSONResponse", "our_error", "parse_raw", "unexpected_error"]
+__all__ = [
+    "Gate",
+    "ORJSONResponse",
+    "authenticated",
+    "our_error",
+    "parse_raw",
+    "unexpected_error",
+]
 
 log = logging.getLogger("labelbridge.server")
 M = TypeVar("M", bound=BaseModel)
@@ -49,6 +56,11 @@ _LOGGED_ROUTES = frozenset({"/train", "/webhook"})
 _DEBUG_BODY_BYTES = 4096
 _JSON = (b"content-type", b"application/json")
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
+
+
+def authenticated(scope: Scope) -> bool:
+    """False for a caller the gate let in without credentials (an open path, /webhook)."""
+    return bool(scope.get("labelbridge.authenticated", True))
 
 
 class ORJSONResponse(JSONResponse):

@@ -628,7 +628,12 @@ class Doctor:
     def _needed(self) -> int | None:
         """Annotations the model needs, if the backend says (health `min_annotations`)."""
         value = (self.health or {}).get("min_annotations")
-        return value if isinstance(value, int) and not isinstance(value, bool) else None
+        return max(0, value) if isinstance(value, int) and not isinstance(value, bool) else None
+
+    def _least(self) -> int:
+        """Annotations training needs: what /health says, else at least 1."""
+        needed = self._needed()
+        return 1 if needed is None else needed
 
     def check_annotations(self) -> Check | None:
         name = "annotations"
@@ -636,12 +641,19 @@ class Doctor:
             return None
         if self.annotation_count is None:
             return _skip(name, "Label Studio did not say how many annotations the project has")
-        needed = self._needed()
-        least, count = needed or 1, self.annotation_count
-        said = f"needs {least}" if needed is not None else "needs at least 1 (it does not say)"
-        measured = f"project {self.project} has {_plural(count, 'annotation')}; the model {said}"
+        needed, least, count = self._needed(), self._least(), self.annotation_count
+        if needed is None:  # a backend that is not ours, or an older labelbridge
+            measured = f"project {self.project} has {_plural(count, 'annotation')}; the model"
+            measured += " needs at least 1 (its /health does not say how many)"
+        else:
+            measured = f"the model needs {_plural(needed, 'annotation')} before training starts"
+            measured += f"; project {self.project} has {count}"
         if count < least:
-            fix = f"annotate at least {least} task(s) in Label Studio (skipped ones do not count)"
+            more = least - count
+            fix = f"annotate {_plural(more, 'more task')} in Label Studio"
+            fix += " (skipped ones do not count)"
+            if needed is not None:
+                fix += ", or lower Model.min_annotations (MIN_ANNOTATIONS_TO_TRAIN if it sets none)"
             return _fail(name, measured, fix, count=count, needed=least)
         return _ok(name, measured, count=count, needed=least)
 
@@ -651,8 +663,9 @@ class Doctor:
             return None
         if not self.train or self.unreachable:
             return _skip(name, "the backend is unreachable" if self.train else "--no-train")
-        if (self.annotation_count or 0) < (self._needed() or 1):
-            return _skip(name, "too few annotations: Start Training would fail")
+        count, least = self.annotation_count or 0, self._least()
+        if count < least:
+            return _skip(name, f"too few annotations ({count}/{least}): Start Training would fail")
         project = self.project_obj
         answer, err, elapsed = _timed(lambda: self._client.start_training(project))
         if err is not None or answer is None:

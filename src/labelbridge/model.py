@@ -25,6 +25,15 @@ __all__ = ["Model", "PredictContext", "TrainingData"]
 PredictionLike = Any  # PredictionValue | dict | list[dict] | None, normalized by the server
 
 
+def annotations_needed(model_cls: type[Model], settings: Settings) -> tuple[int, str]:
+    """Usable annotations a training job needs, and where the number comes from: the model
+    class's `min_annotations` if it sets one, else the MIN_ANNOTATIONS_TO_TRAIN setting. The job
+    runner enforces it and /health reports it (so the doctor can compare), from this one rule."""
+    if model_cls.min_annotations is not None:
+        return model_cls.min_annotations, "Model.min_annotations"
+    return settings.min_annotations_to_train, "MIN_ANNOTATIONS_TO_TRAIN"
+
+
 class _ReadsAssets:
     """Task data access with the project's Label Studio URL and token (shared per process)."""
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import typer
 
@@ -30,6 +30,7 @@ from labelbridge.settings import Settings
 
 if TYPE_CHECKING:  # `labelbridge start` parses its arguments here without loading FastAPI
     from fastapi import FastAPI
+    from starlette.requests import Request
 
 __all__ = [
     "Mounted",
@@ -144,6 +145,7 @@ def mounted_backends(backends: Mapping[str, str], settings: Settings) -> list[Mo
 
 def build_multi_app(backends: Mapping[str, str], settings: Settings) -> FastAPI:
     """One app serving each {name: folder or module:Class} under /<name>."""
+    from labelbridge._gate import ORJSONResponse, authenticated
     from labelbridge.loader import load_model_class
     from labelbridge.server import create_app
     from labelbridge.service import Backend
@@ -156,18 +158,24 @@ def build_multi_app(backends: Mapping[str, str], settings: Settings) -> FastAPI:
     }
     app = create_app(mounted)
 
-    @app.get("/", include_in_schema=False)
-    @app.get("/health", include_in_schema=False)
-    async def health() -> dict[str, Any]:
-        """Up while the process is; model_state is the worst of the backends'."""
+    async def health(request: Request) -> ORJSONResponse:
+        """Up while the process is; model_state is the worst of the backends'. Anonymous
+        callers (auth on) get states only, as from each backend's own /health."""
+        details = authenticated(request.scope)
         states = {
-            prefix.lstrip("/"): backend.health().model_dump(mode="json", exclude_none=True)
+            prefix.lstrip("/"): backend.health(details=details).model_dump(
+                mode="json", exclude_none=True
+            )
             for prefix, backend in mounted.items()
         }
         worst = min(
             (str(s.get("model_state", "ready")) for s in states.values()),
             key=lambda state: _STATES.index(state) if state in _STATES else 0,
         )
-        return {"status": "UP", "model_state": worst, "backends": states}
+        return ORJSONResponse({"status": "UP", "model_state": worst, "backends": states})
 
+    # plain Starlette routes: FastAPI would resolve the `Request` annotation in this module's
+    # globals, where FastAPI is not imported (`labelbridge start` parses its arguments here)
+    for path in ("/", "/health"):
+        app.add_route(path, health, methods=["GET"], include_in_schema=False)
     return app

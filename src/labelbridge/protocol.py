@@ -112,6 +112,8 @@ class HealthResponse(_Out):
     model_error: str | None = None
     queue: Literal["ok", "degraded"] = "ok"
     queue_error: str | None = None
+    #: usable annotations a training job needs (Model.min_annotations, else the setting)
+    min_annotations: int | None = None
     v2: bool = True
 
 

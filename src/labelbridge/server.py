@@ -28,6 +28,7 @@ from labelbridge._environ import METRICS_DIR_ENV, REPLACEMENT_ENV, SERVE_ENV
 from labelbridge._gate import (
     Gate,
     ORJSONResponse,
+    authenticated,
     field_of,
     our_error,
     parse_raw,
@@ -109,11 +110,8 @@ def make_router(backend: Backend) -> APIRouter:
     @router.get("/", include_in_schema=False)
     @router.get("/health", responses=_responses(HealthResponse))
     async def health(request: Request) -> ORJSONResponse:
-        answer = backend.health()
-        if not request.scope.get("labelbridge.authenticated", True):
-            # states only: error texts may name files, hosts or the Redis URL
-            answer = answer.model_copy(update={"model_error": None, "queue_error": None})
-        return _json(answer)
+        # anonymous callers (auth on) get states only
+        return _json(backend.health(details=authenticated(request.scope)))
 
     @router.post("/setup", openapi_extra=_body(SetupRequest), responses=_responses(SetupResponse))
     async def setup(request: Request) -> ORJSONResponse:
@@ -131,8 +129,8 @@ def make_router(backend: Backend) -> APIRouter:
     )
     async def webhook(request: Request) -> ORJSONResponse:
         event = await _parse(request, WebhookEvent)
-        authenticated = request.scope.get("labelbridge.authenticated", True)
-        return _json(await in_thread(lambda: backend.webhook(event, authenticated=authenticated)))
+        trusted = authenticated(request.scope)
+        return _json(await in_thread(lambda: backend.webhook(event, authenticated=trusted)))
 
     @router.post(
         "/train",

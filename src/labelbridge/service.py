@@ -34,7 +34,7 @@ from labelbridge.errors import (
 from labelbridge.jobs import JobQueue, JobSpec, open_queue
 from labelbridge.label_config import LabelConfig
 from labelbridge.metrics import Metrics
-from labelbridge.model import Model, PredictContext
+from labelbridge.model import Model, PredictContext, annotations_needed
 from labelbridge.protocol import (
     DeleteRequest,
     DuplicateModelRequest,
@@ -204,9 +204,11 @@ class Backend:
         return self.model
 
     # --- health, setup ------------------------------------------------------------------
-    def health(self) -> HealthResponse:
+    def health(self, *, details: bool = True) -> HealthResponse:
         """Never waits on I/O: the queue's state comes from the watcher thread (an SQLite read
-        or a Redis round trip on the event loop would hold up every request behind it)."""
+        or a Redis round trip on the event loop would hold up every request behind it).
+        `details=False` (anonymous callers when auth is on): states only, no error texts, which
+        may name files, hosts or the Redis URL."""
         seen, now = self._queue_state, time.monotonic()
         last = seen[0] if seen is not None else self._watch_since
         if self._started and now - last > 3 * QUEUE_CHECK_SECONDS:
@@ -217,12 +219,16 @@ class Backend:
             # no watcher (an app used without its lifespan), or before its first look
             seen = self._queue_state = (now, *self.queue.health())
         _, ok, reason = seen
+        needed: int | None = annotations_needed(self.model_cls, self.settings)[0]
+        if not isinstance(needed, int) or isinstance(needed, bool):
+            needed = None  # a malformed Model.min_annotations must not break /health
         return HealthResponse(
             model_class=self.model_cls.__name__,
             model_state=self.model_state,
-            model_error=self.model_error,
+            model_error=self.model_error if details else None,
             queue="ok" if ok else "degraded",
-            queue_error=reason,
+            queue_error=reason if details else None,
+            min_annotations=needed,
         )
 
     def _record(self, project: str) -> ProjectRecord | None:

@@ -33,9 +33,11 @@ from reliability_harness import (
 
 from labelbridge import __version__
 from labelbridge._gate import Gate
+from labelbridge.multi import build_multi_app
 from labelbridge.server import create_app
 from labelbridge.service import Backend as Service
 from labelbridge.settings import Settings
+from support import serve
 
 LS_KEY = "ls-api-key-0123456789abcdef"
 ACCESS_TOKEN = "setup-access-token-fedcba9876543210"
@@ -102,7 +104,8 @@ def test_an_anonymous_webhook_never_trains_an_unknown_project(server: Server) ->
 
 def test_health_reveals_nothing_to_anonymous_callers(tmp_path: Path) -> None:
     """Even when something is wrong (model setup fails naming a file, Redis unreachable),
-    anonymous health says only states: no paths, hosts, versions or settings."""
+    anonymous health says only states: no paths, hosts, versions or secret settings. The
+    annotations training needs is there for everyone: a public number the doctor compares."""
     backend = Backend(tmp_path)
     (backend.dir / "model.py").write_text(
         "from labelbridge import Model\n"
@@ -129,6 +132,7 @@ def test_health_reveals_nothing_to_anonymous_callers(tmp_path: Path) -> None:
             "model_class": "Broken",
             "model_state": "failed",
             "queue": "degraded",
+            "min_annotations": 1,
             "v2": True,
         }
         text = anonymous.text
@@ -140,6 +144,46 @@ def test_health_reveals_nothing_to_anonymous_callers(tmp_path: Path) -> None:
         assert "redispass" not in detailed["queue_error"]
     finally:
         server.stop()
+
+
+def test_the_multi_backend_health_reveals_nothing_to_anonymous_callers(tmp_path: Path) -> None:
+    """The root /health of several backends nests each one's health: reduced the same way."""
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "model.py").write_text(
+        "from labelbridge import Model\n"
+        "class Broken(Model):\n"
+        "    min_annotations = 4\n"
+        "    def setup(self):\n"
+        "        raise FileNotFoundError('/srv/secret/weights/model.pt is missing')\n"
+        "    def predict(self, tasks, context):\n"
+        "        return [None for _ in tasks]\n"
+    )
+    settings = Settings(
+        model_dir=tmp_path / "models", basic_auth_user=USER, basic_auth_pass=PASSWORD
+    )
+    app = build_multi_app({"a": str(folder)}, settings)
+    with serve(app) as url:
+        wait_until(lambda: httpx.get(f"{url}/a/health").json()["model_state"] == "failed", 10)
+        for path in ("/health", "/"):
+            anonymous = httpx.get(f"{url}{path}", timeout=5)
+            assert anonymous.status_code == 200
+            assert anonymous.json() == {
+                "status": "UP",
+                "model_state": "failed",
+                "backends": {
+                    "a": {
+                        "status": "UP",
+                        "model_class": "Broken",
+                        "model_state": "failed",
+                        "queue": "ok",
+                        "min_annotations": 4,
+                        "v2": True,
+                    }
+                },
+            }
+        detailed = httpx.get(f"{url}/health", headers=basic_header(), timeout=5).json()
+        assert "/srv/secret/weights/model.pt" in detailed["backends"]["a"]["model_error"]
 
 
 def test_credentials_never_appear_in_debug_logs(server: Server) -> None:

@@ -15,6 +15,7 @@ import pytest
 from labelbridge.errors import MissingDependency, StoreError
 from labelbridge.settings import Settings
 from labelbridge.store import LocalModelStore, S3ModelStore, open_store
+from labelbridge.store.s3 import UNFINISHED_MAX_AGE
 
 
 class Recording:
@@ -120,6 +121,143 @@ def test_an_endpoint_without_conditional_writes_is_refused(
     assert store.current_name("1") is None
     listed = s3_client.list_objects_v2(Bucket=bucket).get("Contents", [])
     assert listed == []  # the probe cleaned up after itself
+
+
+# --- what dead writers leave: swept by prune once older than UNFINISHED_MAX_AGE ------------
+def bucket_keys(client: Any, bucket: str) -> set[str]:
+    return {item["Key"] for item in client.list_objects_v2(Bucket=bucket).get("Contents", [])}
+
+
+def test_unfinished_versions_and_markers_are_swept_once_stale(
+    s3_client: Any, bucket: str, tmp_path: Path
+) -> None:
+    now = [time.time()]
+    store = s3_store(bucket, tmp_path, clock=lambda: now[0])
+    with store.new_version("1", "m") as staging:
+        (staging.path / "a.bin").write_bytes(b"1")
+    base = "lb/projects/1/"
+    # a writer killed uploading m-v2 (files, no _meta.json), one killed training m-v3 (marker)
+    dead = {base + "reserved/m-v2", base + "versions/m-v2/a.bin", base + "versions/m-v2/b.bin"}
+    dead.add(base + "reserved/m-v3")
+    for key in sorted(dead):
+        s3_client.put_object(Bucket=bucket, Key=key, Body=b"x")
+    with store.new_version("1", "m") as staging:
+        (staging.path / "a.bin").write_bytes(b"4")
+    assert staging.version == "m-v4"
+    before = bucket_keys(s3_client, bucket)
+
+    now[0] = time.time() + UNFINISHED_MAX_AGE - 60  # as likely a writer still uploading
+    assert store.prune("1", keep=5) == [] and bucket_keys(s3_client, bucket) == before
+
+    now[0] = time.time() + UNFINISHED_MAX_AGE + 60
+    assert store.prune("1", keep=5) == []
+    assert bucket_keys(s3_client, bucket) == before - dead  # published versions' markers stay
+    reader = s3_store(bucket, tmp_path / "reader")
+    assert [meta.version for meta in reader.versions("1")] == ["m-v4", "m-v1"]
+    assert (reader.open_version("1", "m-v1") / "a.bin").read_bytes() == b"1"
+    assert reader.current_name("1") == "m-v4"
+    with store.new_version("1", "m") as staging:
+        pass
+    assert staging.version == "m-v5"
+
+
+def test_the_highest_marker_of_a_dead_writer_stays(
+    s3_client: Any, bucket: str, tmp_path: Path
+) -> None:
+    store = s3_store(bucket, tmp_path, clock=lambda: time.time() + UNFINISHED_MAX_AGE + 60)
+    base = "lb/projects/1/"
+    for key in ("reserved/m-v1", "versions/m-v1/a.bin"):
+        s3_client.put_object(Bucket=bucket, Key=base + key, Body=b"x")
+    assert store.prune("1", keep=5) == []
+    assert bucket_keys(s3_client, bucket) == {base + "reserved/m-v1"}  # numbers keep growing
+    with store.new_version("1", "m") as staging:
+        pass
+    assert staging.version == "m-v2"
+
+
+def test_stale_multipart_uploads_are_aborted(s3_client: Any, bucket: str, tmp_path: Path) -> None:
+    """A writer killed uploading a big file leaves an invisible, billed multipart upload."""
+    key = "lb/projects/1/versions/m-v1/big.bin"
+    upload = s3_client.create_multipart_upload(Bucket=bucket, Key=key)
+    s3_client.upload_part(
+        Bucket=bucket, Key=key, UploadId=upload["UploadId"], PartNumber=1, Body=b"x" * 1024
+    )
+
+    def uploads() -> list[str]:
+        return [
+            u["Key"] for u in s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+        ]
+
+    (listed,) = s3_client.list_multipart_uploads(Bucket=bucket)["Uploads"]
+    initiated = listed["Initiated"].timestamp()  # moto's is a fixed date: go by it
+    store = s3_store(bucket, tmp_path, clock=lambda: initiated + UNFINISHED_MAX_AGE - 60)
+    assert store.prune("1", keep=5) == [] and uploads() == [key]
+    store.clock = lambda: initiated + UNFINISHED_MAX_AGE + 60
+    assert store.prune("1", keep=5) == [] and uploads() == []
+
+
+def test_prune_works_without_multipart_permissions(
+    s3_client: Any, bucket: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from botocore.exceptions import ClientError
+
+    class NoMultipartRights(Recording):
+        def get_paginator(self, name: str) -> Any:
+            if name == "list_multipart_uploads":
+                error = {"Error": {"Code": "AccessDenied", "Message": "denied"}}
+                raise ClientError(error, "ListMultipartUploads")
+            return self._client.get_paginator(name)
+
+    later = time.time() + UNFINISHED_MAX_AGE + 60
+    store = s3_store(bucket, tmp_path, NoMultipartRights(s3_client), clock=lambda: later)
+    for _ in range(3):
+        with store.new_version("1", "m"):
+            pass
+    s3_client.put_object(Bucket=bucket, Key="lb/projects/1/versions/m-v9/a.bin", Body=b"x")
+    with caplog.at_level("WARNING", logger="labelbridge.store"):
+        assert store.prune("1", keep=1) == ["m-v2", "m-v1"]
+        assert store.prune("1", keep=1) == []
+    assert not [key for key in bucket_keys(s3_client, bucket) if "/m-v9/" in key]
+    warned = [r.getMessage() for r in caplog.records if "multipart" in r.getMessage()]
+    assert len(warned) == 1 and "s3:AbortMultipartUpload" in warned[0]  # once, with the fix
+
+
+class PrunedMidUpload(Recording):
+    """Another machine prunes the project while this writer uploads its second file."""
+
+    def __init__(self, client: Any, pruner: S3ModelStore) -> None:
+        super().__init__(client)
+        self.pruner = pruner
+
+    def upload_file(self, filename: str, bucket: str, key: str) -> Any:
+        if key.endswith("/b.bin"):
+            assert self.pruner.prune("1", keep=5) == []
+        return super().upload_file(filename, bucket, key)
+
+
+def test_a_writer_still_uploading_keeps_its_objects(
+    s3_client: Any, bucket: str, tmp_path: Path
+) -> None:
+    pruner = s3_store(bucket, tmp_path / "p")
+    writer = s3_store(bucket, tmp_path / "w", PrunedMidUpload(s3_client, pruner))
+    with writer.new_version("1", "m") as staging:
+        (staging.path / "a.bin").write_bytes(b"a")
+        (staging.path / "b.bin").write_bytes(b"b")
+    folder = pruner.open_version("1", "m-v1")  # whole: a.bin was not taken for a leftover
+    assert (folder / "a.bin").read_bytes() == b"a" and (folder / "b.bin").read_bytes() == b"b"
+
+
+def test_a_writer_stalled_past_the_age_fails_rather_than_publish_a_hole(
+    s3_client: Any, bucket: str, tmp_path: Path
+) -> None:
+    pruner = s3_store(bucket, tmp_path / "p", clock=lambda: time.time() + UNFINISHED_MAX_AGE + 60)
+    writer = s3_store(bucket, tmp_path / "w", PrunedMidUpload(s3_client, pruner))
+    vanished = pytest.raises(StoreError, match=r"a\.bin vanished during the upload")
+    with vanished, writer.new_version("1", "m") as staging:
+        (staging.path / "a.bin").write_bytes(b"a")
+        (staging.path / "b.bin").write_bytes(b"b")
+    assert pruner.current_name("1") is None and pruner.versions("1") == []
+    assert [key for key in bucket_keys(s3_client, bucket) if "/versions/" in key] == []
 
 
 def test_missing_boto3_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -3,9 +3,15 @@ S3ModelStore (moto's S3 server on loopback, a fresh bucket per test)."""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +20,7 @@ import pytest
 from labelbridge.errors import CorruptModelVersion, StoreError, UnknownProject
 from labelbridge.logs import mask_secrets
 from labelbridge.store import LocalModelStore, ModelStore, ProjectRecord, S3ModelStore
+from labelbridge.store.s3 import UNFINISHED_MAX_AGE
 
 CONFIG = '<View><Text name="text" value="$text"/></View>'
 TOKEN = "tok-3f9a1c77e2b04d5e"
@@ -51,6 +58,87 @@ def flip_a_byte(store: ModelStore, project: str, version: str, rel: str) -> None
     data[0] ^= 0xFF
     client.put_object(Bucket=store.bucket, Key=key, Body=bytes(data))
     shutil.rmtree(store.cache_dir, ignore_errors=True)  # else the verified copy is served
+
+
+KILLED_WRITER = """
+import json, os, signal, sys
+
+from labelbridge.store import LocalModelStore, S3ModelStore
+
+where = json.loads(sys.argv[1])
+
+
+class DiesUploadingTheSecondFile:
+    def __init__(self):
+        import boto3
+
+        self.client, self.uploads = boto3.client("s3"), 0
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+    def upload_file(self, *args):
+        self.uploads += 1
+        if self.uploads == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return self.client.upload_file(*args)
+
+
+if "root" in where:
+    store = LocalModelStore(where["root"])
+else:
+    client = DiesUploadingTheSecondFile()
+    store = S3ModelStore(where["bucket"], where["prefix"], cache_dir=where["cache"], client=client)
+with store.new_version("1", "m") as staging:
+    for name in ("a.bin", "b.bin", "c.bin"):
+        (staging.path / name).write_bytes(name.encode() * 1000)
+    if "root" in where:
+        os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def kill_a_writer(store: ModelStore) -> None:
+    """A process writing version m-v2 into the same storage gets SIGKILL (no `finally` runs):
+    the local one while it fills its staging folder, the S3 one uploading its second file."""
+    if isinstance(store, LocalModelStore):
+        where = {"root": str(store.root)}
+    else:
+        assert isinstance(store, S3ModelStore)  # the same cache: a process on this machine
+        where = {
+            "bucket": store.bucket,
+            "prefix": store.prefix,
+            "cache": str(store.cache_dir.parent),
+        }
+    done = subprocess.run(
+        [sys.executable, "-c", KILLED_WRITER, json.dumps(where)],
+        env=os.environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr
+
+
+def unfinished_objects(store: S3ModelStore, project: str = "1") -> list[str]:
+    """Keys of versions without _meta.json in the bucket."""
+    client: Any = store._client
+    base = f"{store.prefix}projects/{project}/versions/"
+    listed = client.list_objects_v2(Bucket=store.bucket, Prefix=base).get("Contents", [])
+    keys = [item["Key"] for item in listed]
+    published = {key[len(base) :].split("/")[0] for key in keys if key.endswith("/_meta.json")}
+    return [key for key in keys if key[len(base) :].split("/")[0] not in published]
+
+
+def leftovers(store: ModelStore, project: str = "1") -> list[str]:
+    """What writers left behind: staging folders, local markers, unfinished S3 objects."""
+    if isinstance(store, LocalModelStore):
+        folder = store.root / "projects" / project
+        found = [*(folder / ".staging").iterdir(), *(folder / "versions").glob(".reserved-*")]
+        return sorted(path.name for path in found)
+    assert isinstance(store, S3ModelStore)
+    staging = store.cache_dir / ".staging"
+    found = sorted(path.name for path in staging.iterdir()) if staging.is_dir() else []
+    return found + unfinished_objects(store, project)
 
 
 def test_publish_and_read_back(store: ModelStore) -> None:
@@ -168,6 +256,33 @@ def test_prune_keeps_the_current_version(store: ModelStore) -> None:
     assert (store.open_version("1", made[0]) / "weights.txt").read_text() == "0"
     assert store.prune("1", keep=1) == []
     assert publish(store) == "m-v5"  # names are never handed out twice
+
+
+def test_prune_sweeps_what_a_killed_writer_left(make_store: StoreFactory) -> None:
+    store, reader = make_store(), make_store()
+    first = publish(store, **{"weights.txt": "kept"})
+    kill_a_writer(store)
+    assert len(leftovers(store)) >= 2, leftovers(store)  # staging + a marker or an object
+    for view in (store, reader):  # an unfinished version does not exist for readers
+        assert view.current_name("1") == first and names(view) == [first]
+        with pytest.raises(CorruptModelVersion):
+            view.open_version("1", "m-v2")
+    if isinstance(store, S3ModelStore):
+        # from S3 alone a dead writer looks like a slow one until UNFINISHED_MAX_AGE has passed
+        assert store.prune("1", keep=5) == []
+        assert unfinished_objects(store) == ["lb/projects/1/versions/m-v2/a.bin"]
+        store.clock = lambda: time.time() + UNFINISHED_MAX_AGE + 60
+    assert store.prune("1", keep=5) == []  # only published versions are listed as pruned
+    assert leftovers(store) == []
+    assert names(reader) == [first] and reader.current_name("1") == first
+    assert (reader.open_version("1", first) / "weights.txt").read_text() == "kept"
+    with store.new_version("1", "m") as staging:  # a writer at work is left alone
+        (staging.path / "weights.txt").write_text("live")
+        assert store.prune("1", keep=5) == []
+        assert (staging.path / "weights.txt").read_text() == "live"
+    assert staging.version != first and reader.current_name("1") == staging.version
+    assert (reader.open_version("1", staging.version) / "weights.txt").read_text() == "live"
+    assert names(reader) == [staging.version, first]
 
 
 def test_project_records_round_trip_and_the_token_stays_private(

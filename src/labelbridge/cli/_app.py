@@ -10,4 +10,6 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # help texts are plain: with rich markup, "[env REDIS_URL]" was taken for a style and vanished
+    rich_markup_mode=None,
 )

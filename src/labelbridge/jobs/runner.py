@@ -18,7 +18,7 @@ from typing import Any
 
 from labelbridge.errors import JobError, ModelError, TooFewAnnotations, UnknownProject
 from labelbridge.jobs._base import JobQueue, JobSpec
-from labelbridge.model import Model, TrainingData
+from labelbridge.model import Model, TrainingData, annotations_needed
 from labelbridge.settings import Settings
 from labelbridge.store import ProjectRecord, open_store
 
@@ -325,17 +325,8 @@ def run_job(
             report("fetching annotations")
             tasks = _fetch_tasks(project, url, token)
         count = count_annotations(tasks)
-        needed = (
-            model_cls.min_annotations
-            if model_cls.min_annotations is not None
-            else settings.min_annotations_to_train
-        )
+        needed, source = annotations_needed(model_cls, settings)
         if count < needed:
-            source = (
-                "Model.min_annotations"
-                if model_cls.min_annotations is not None
-                else "MIN_ANNOTATIONS_TO_TRAIN"
-            )
             raise TooFewAnnotations(
                 f"project {project} has {count} usable annotation{'s' * (count != 1)} "
                 f"({len(tasks)} task{'s' * (len(tasks) != 1)}); training needs at least {needed}",

@@ -4,16 +4,23 @@ Layout: `<root>/projects/<id>/project.json`, `versions/<version>/` (files + `_me
 `current` (the served version's name). A version is written into `.staging/`, checksummed,
 then renamed into place; `current` is replaced with an atomic rename. A reader therefore sees
 either the old version or the complete new one, never half a version.
+
+A writer killed mid-version (SIGKILL, OOM: no `finally` runs) leaves its staging folder and its
+`versions/.reserved-<version>` marker, which names its host, pid and staging folder. The next
+`new_version` or `prune` of the project removes them once that pid is gone from this host.
+Writers of other hosts sharing the folder are left alone: whether they live cannot be told from
+here, and an age would not do, as a staging folder lives as long as the training (the S3 store
+sweeps by age because its unfinished objects exist only during the upload).
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import re
 import shutil
-import socket
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -22,21 +29,19 @@ from pathlib import Path
 
 from labelbridge.errors import CorruptModelVersion, StoreError, UnknownProject
 from labelbridge.store._base import ProjectRecord, VersionMeta
-from labelbridge.store._common import META, SAFE_NAME, StagingFolder, check_name, sha256_file
+from labelbridge.store._common import (
+    HOST,
+    META,
+    SAFE_NAME,
+    StagingFolder,
+    check_name,
+    pid_gone,
+    sha256_file,
+)
 
 __all__ = ["LocalModelStore"]
 
-_HOST = socket.gethostname()
-
-
-def _pid_gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+log = logging.getLogger("labelbridge.store")
 
 
 def _atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
@@ -198,7 +203,7 @@ class LocalModelStore:
             (self._dir(project) / "versions").mkdir(exist_ok=True)
             reserved = self._dir(project) / "versions" / f".reserved-{version}"
             path = staging_root / f"{version}.{uuid.uuid4().hex[:8]}"
-            reserved.write_text(f"{_HOST}\n{os.getpid()}\n{path}", encoding="utf-8")
+            reserved.write_text(f"{HOST}\n{os.getpid()}\n{path}", encoding="utf-8")
         path.mkdir()
         staging = StagingFolder(path=path, version=version)
         try:
@@ -227,13 +232,19 @@ class LocalModelStore:
         """Remove what writers killed mid-version left (SIGKILL, OOM: no `finally` ran).
 
         Only writers of this host whose process is gone: one on another host sharing the
-        folder cannot be checked from here and is left alone."""
+        folder cannot be checked from here and is left alone. Call with the project locked."""
         for marker in (self._dir(project) / "versions").glob(".reserved-*"):
             with contextlib.suppress(OSError, ValueError):
                 host, pid, staging = marker.read_text(encoding="utf-8").split("\n", 2)
-                if host == _HOST and _pid_gone(int(pid)):
+                if host == HOST and pid_gone(int(pid)):
                     shutil.rmtree(staging, ignore_errors=True)
                     marker.unlink()
+                    log.info(
+                        "project %s: removed the staging of %s, left by a killed writer (pid %s)",
+                        project,
+                        marker.name.removeprefix(".reserved-"),
+                        pid,
+                    )
 
     def set_current(self, project: str, version: str) -> None:
         self._read_meta(project, version)
@@ -275,7 +286,11 @@ class LocalModelStore:
         return True
 
     def prune(self, project: str, keep: int) -> list[str]:
-        """Delete the oldest versions beyond `keep`; never the current one."""
+        """Delete the oldest versions beyond `keep`; never the current one. Killed writers'
+        leftovers go too (`_sweep_dead_writers`); only published versions are returned."""
+        if (self._dir(project) / "versions").is_dir():  # else _lock would create the project
+            with self._lock(project):
+                self._sweep_dead_writers(project)
         current = self.current_name(project)
         removed = []
         for meta in self.versions(project)[keep:]:

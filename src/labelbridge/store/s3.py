@@ -19,6 +19,15 @@ Why it is safe without locks:
 - `current_name` is asked on every /predict: it is cached for `current_ttl` seconds (default 1),
   so a process notices another machine's publish within that time, at most one GET per second
   per project. This process's own publish, rollback, duplicate and delete update it at once.
+- A writer killed mid-upload (SIGKILL, OOM, a lost machine) leaves files without `_meta.json`,
+  which readers never see, maybe incomplete multipart uploads (invisible, but stored) and its
+  marker. `prune` deletes them once the version's newest object (S3's LastModified) is older
+  than `UNFINISHED_MAX_AGE`: a day, far above any upload, since a younger one may be a writer
+  still uploading. A writer lists its files before it writes `_meta.json`, so one stalled for
+  longer than that fails rather than publish a version with a hole. The marker goes too unless
+  it is the highest, as do stale markers of writers that died before uploading anything.
+  Staging folders (in `cache_dir`) of this machine's killed writers are removed by pid, as the
+  local store does.
 
 open_version downloads a version once into `cache_dir`, checks every sha256 from `_meta.json`
 and reuses the folder while it still matches (checksums are rechecked on each open, as the
@@ -39,16 +48,29 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from labelbridge.errors import CorruptModelVersion, MissingDependency, StoreError, UnknownProject
 from labelbridge.store._base import ProjectRecord, VersionMeta
-from labelbridge.store._common import META, SAFE_NAME, StagingFolder, check_name, sha256_file
+from labelbridge.store._common import (
+    HOST,
+    META,
+    SAFE_NAME,
+    StagingFolder,
+    check_name,
+    pid_gone,
+    sha256_file,
+)
 
-__all__ = ["S3ModelStore"]
+__all__ = ["UNFINISHED_MAX_AGE", "S3ModelStore"]
+
+#: Seconds after which a version without `_meta.json` (and a multipart upload, a marker) is a
+#: dead writer's, which `prune` deletes. Far above the longest upload (many GB over a slow
+#: link): a writer still uploading must never lose its objects, and leftovers cost only space.
+UNFINISHED_MAX_AGE = 24 * 3600.0
 
 log = logging.getLogger("labelbridge.store")
 
@@ -58,6 +80,10 @@ _BUSY = frozenset({"ConditionalRequestConflict", "409"})  # another conditional 
 _NUMBERED = re.compile(r"^(?P<prefix>.+)-v(?P<number>\d+)$")
 _RESERVE_ATTEMPTS = 50
 _DELETE_BATCH = 1000  # DeleteObjects' limit
+_DENIED = frozenset({"AccessDenied", "403", "NotImplemented", "501"})
+# a staging folder is `<project>.<version>.<id>.<pid>@<host>`: whose it is, for the sweep
+_HOST_TAG = re.sub(r"[^A-Za-z0-9_.\-]", "_", HOST)
+_STAGING_OWNER = re.compile(r"\.(?P<pid>\d+)@(?P<host>[^@]+)$")
 
 
 def _code(exc: BaseException) -> str:
@@ -106,6 +132,7 @@ class S3ModelStore:
         cache_dir: Path | str,
         client: Any = None,
         current_ttl: float = 1.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if not bucket:
             raise StoreError(
@@ -117,6 +144,8 @@ class S3ModelStore:
         prefix = prefix.strip("/")
         self.prefix = f"{prefix}/" if prefix else ""
         self.current_ttl = current_ttl
+        #: seconds since the epoch, compared with S3's LastModified (tests move it forward)
+        self.clock = clock
         self._client = client if client is not None else _default_client()
         # one cache folder per bucket and prefix: two stores sharing cache_dir do not collide
         where = hashlib.sha256(f"{bucket}/{self.prefix}".encode()).hexdigest()[:10]
@@ -124,6 +153,7 @@ class S3ModelStore:
         self._current: dict[str, tuple[float, str | None]] = {}
         self._lock = threading.Lock()
         self._conditional_ok = False
+        self._multipart_denied = False
 
     def __repr__(self) -> str:
         return f"S3ModelStore('s3://{self.bucket}/{self.prefix}')"
@@ -175,6 +205,17 @@ class S3ModelStore:
                 else:
                     for item in page.get("Contents") or ():
                         yield item["Key"]
+        except Exception as exc:
+            raise self._fail("LIST", prefix, exc) from exc
+
+    def _stamped(self, prefix: str) -> Iterator[tuple[str, float]]:
+        """(key, LastModified as epoch seconds) of every object under `prefix`."""
+        try:
+            for page in self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=prefix
+            ):
+                for item in page.get("Contents") or ():
+                    yield item["Key"], item["LastModified"].timestamp()
         except Exception as exc:
             raise self._fail("LIST", prefix, exc) from exc
 
@@ -416,9 +457,11 @@ class S3ModelStore:
         job: str | None = None,
     ) -> Iterator[StagingFolder]:
         """Write files into the staging folder; on a clean exit the version is published."""
+        self._sweep_dead_stagings()
         version = self._reserve(project, prefix, job)
         base = self._version_key(project, version)
-        path = self.cache_dir / ".staging" / f"{project}.{version}.{uuid.uuid4().hex[:8]}"
+        owner = f"{os.getpid()}@{_HOST_TAG}"  # see _sweep_dead_stagings
+        path = self.cache_dir / ".staging" / f"{project}.{version}.{uuid.uuid4().hex[:8]}.{owner}"
         staging = StagingFolder(path=path, version=version)
         uploaded: list[str] = []
         published = False
@@ -441,6 +484,7 @@ class S3ModelStore:
             for rel in files:
                 uploaded.append(base + rel)
                 self._upload(path / rel, base + rel)
+            self._check_uploaded(project, version, files)
             uploaded.append(base + META)  # before the PUT: a PUT that errs may still land
             self._put(base + META, meta.model_dump_json(indent=2).encode())
             self._put(self._project_key(project) + "current", version.encode(), "text/plain")
@@ -463,6 +507,32 @@ class S3ModelStore:
             self._client.upload_file(str(path), self.bucket, key)
         except Exception as exc:
             raise self._fail("PUT", key, exc) from exc
+
+    def _check_uploaded(self, project: str, version: str, files: Iterable[str]) -> None:
+        """Every file is still there: a writer stalled past UNFINISHED_MAX_AGE may have been
+        swept as a dead one, and must not publish a version with holes."""
+        base = self._version_key(project, version)
+        wanted = [base + rel for rel in files]
+        if not wanted:
+            return
+        present = set(self._list(base))
+        missing = [key[len(base) :] for key in wanted if key not in present]
+        if missing:
+            raise StoreError(
+                f"project {project}: version {version}: {missing[0]} vanished during the upload "
+                f"({len(missing)} file(s)); an upload that stalls for "
+                f"{UNFINISHED_MAX_AGE / 3600:g} h is taken for a dead writer's and swept",
+                fix="retry the job",
+            )
+
+    def _sweep_dead_stagings(self) -> None:
+        """Remove the staging folders that writers killed on this machine left in the cache
+        (their names end with `<pid>@<host>`; no `finally` ran to remove them)."""
+        with contextlib.suppress(OSError):
+            for item in (self.cache_dir / ".staging").iterdir():
+                match = _STAGING_OWNER.search(item.name)
+                if match and match["host"] == _HOST_TAG and pid_gone(int(match["pid"])):
+                    shutil.rmtree(item, ignore_errors=True)
 
     def _discard(self, project: str, version: str, keys: list[str]) -> bool:
         """Remove a failed publish's objects; True if it turned out to be published after all."""
@@ -521,25 +591,106 @@ class S3ModelStore:
         return bool(keys)
 
     def prune(self, project: str, keep: int) -> list[str]:
-        """Delete the oldest versions beyond `keep`; never the current one (read fresh)."""
+        """Delete the oldest versions beyond `keep`; never the current one (read fresh). Dead
+        writers' leftovers go too (`_sweep_unfinished`); only published versions are returned."""
+        self._sweep_dead_stagings()
         current = self._fresh_current(project)
         doomed = [m.version for m in self.versions(project)[keep:] if m.version != current]
-        if not doomed:
-            return []
-        highest: dict[str, int] = {}  # per name prefix: its marker stays, numbers keep growing
-        for key in self._list(self._project_key(project) + "reserved/"):
-            match = _NUMBERED.match(key.rsplit("/", 1)[1])
-            if match:
-                number = int(match["number"])
-                highest[match["prefix"]] = max(highest.get(match["prefix"], 0), number)
+        markers = dict(self._stamped(self._project_key(project) + "reserved/"))
+        highest = _highest(key.rsplit("/", 1)[1] for key in markers)
+        try:
+            self._sweep_unfinished(project, markers, highest)
+        except Exception as exc:  # housekeeping: the versions below are still pruned
+            log.warning("project %s: could not sweep dead writers' leftovers: %s", project, exc)
         for version in doomed:
             keys = list(self._list(self._version_key(project, version)))
-            match = _NUMBERED.match(version)
-            if match is None or highest.get(match["prefix"]) != int(match["number"]):
+            if not _is_highest(version, highest):
                 keys.append(self._reserved_key(project, version))
             self._delete(keys)
             shutil.rmtree(self._cache_folder(project, version), ignore_errors=True)
         return doomed
+
+    def _sweep_unfinished(
+        self, project: str, markers: dict[str, float], highest: dict[str, int]
+    ) -> None:
+        """Delete what writers that died mid-upload left, once older than UNFINISHED_MAX_AGE:
+        versions without `_meta.json` (aged by their newest object), incomplete multipart
+        uploads, and markers with no version (but the highest, which keeps numbers growing)."""
+        stale = self.clock() - UNFINISHED_MAX_AGE
+        base = self._project_key(project) + "versions/"
+        folders: dict[str, list[tuple[str, float]]] = {}
+        for key, modified in self._stamped(base):
+            name, slash, rel = key[len(base) :].partition("/")
+            if slash and rel:
+                folders.setdefault(name, []).append((key, modified))
+        doomed: list[str] = []
+        swept: list[str] = []
+        for name, objects in folders.items():
+            if f"{base}{name}/{META}" in (key for key, _ in objects):
+                continue  # published
+            if max(modified for _, modified in objects) > stale:
+                continue  # maybe a writer still uploading
+            doomed.extend(key for key, _ in objects)
+            swept.append(name)
+        for key, modified in markers.items():
+            name = key.rsplit("/", 1)[1]
+            unused = name not in folders or name in swept  # no version, or a swept one
+            if unused and modified <= stale and not _is_highest(name, highest):
+                doomed.append(key)
+        if doomed:
+            self._delete(doomed)
+        for name in swept:
+            log.info("project %s: removed %s, left unfinished by a dead writer", project, name)
+        self._abort_stale_uploads(base, stale)
+
+    def _abort_stale_uploads(self, prefix: str, stale: float) -> None:
+        """Incomplete multipart uploads are invisible but stored (and billed): abort the old."""
+        if self._multipart_denied:
+            return
+        try:
+            pages = self._client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=prefix
+            )
+            for page in pages:
+                for upload in page.get("Uploads") or ():
+                    if upload["Initiated"].timestamp() > stale:
+                        continue  # maybe a writer still uploading
+                    try:
+                        self._client.abort_multipart_upload(
+                            Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                        )
+                    except Exception as exc:
+                        if _code(exc) not in {"NoSuchUpload", *_MISSING}:
+                            raise  # else it ended meanwhile
+        except Exception as exc:
+            code = _code(exc)
+            if code in _DENIED:
+                self._multipart_denied = True  # say it once, not after every training
+                log.warning(
+                    "s3://%s: cannot list or abort multipart uploads (%s): incomplete uploads "
+                    "of killed writers stay; allow s3:ListBucketMultipartUploads and "
+                    "s3:AbortMultipartUpload, or add a lifecycle rule that aborts them",
+                    self.bucket,
+                    code,
+                )
+                return
+            raise self._fail("ABORT", prefix, exc) from exc
+
+
+def _highest(names: Iterable[str]) -> dict[str, int]:
+    """The highest number reserved per name prefix: its marker stays, numbers keep growing."""
+    highest: dict[str, int] = {}
+    for name in names:
+        match = _NUMBERED.match(name)
+        if match:
+            number = int(match["number"])
+            highest[match["prefix"]] = max(highest.get(match["prefix"], 0), number)
+    return highest
+
+
+def _is_highest(name: str, highest: dict[str, int]) -> bool:
+    match = _NUMBERED.match(name)
+    return match is not None and highest.get(match["prefix"]) == int(match["number"])
 
 
 def _json(record: ProjectRecord) -> bytes:
