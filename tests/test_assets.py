@@ -485,8 +485,18 @@ class Clock:
 
 
 def bounded(tmp_path: Path, max_bytes: int, clock: Clock) -> AssetResolver:
+    """A resolver whose get_local_path also waits for the sweep it started in the background
+    (so that a test sees the cache as that sweep left it)."""
     r = resolver(tmp_path, asset_allow_private=True, asset_cache_max_bytes=max_bytes)
     r._cache.clock = clock
+    get = r.get_local_path
+
+    def get_then_settle(source: str, *args: Any, **kwargs: Any) -> Path:
+        path = get(source, *args, **kwargs)
+        r._cache.wait_for_sweep(10)
+        return path
+
+    r.get_local_path = get_then_settle  # type: ignore[method-assign]
     return r
 
 
@@ -731,7 +741,7 @@ def test_a_sweep_does_not_run_on_every_download(
     r = bounded(tmp_path, 2500, clock)
     urls = [files.add(f"rare/r{i}.bin", b"r" * 1000) for i in range(4)]
     r.get_local_path(urls[0])  # a process's first download learns the cache's size
-    assert threads == [threading.current_thread()]  # in the calling thread
+    assert len(threads) == 1 and threads[0] is not threading.current_thread()
     r.get_local_path(urls[1])
     r.get_local_path(urls[2])  # 3000 bytes, over the bound: but a sweep ran just now
     assert len(threads) == 1 and len(entry_files(tmp_path)) == 3
@@ -748,6 +758,37 @@ def test_a_sweep_does_not_run_on_every_download(
     clock.tick(_asset_cache.RESCAN)  # other processes may have filled it meanwhile
     small.get_local_path(files.add("rare/late.bin", b"l"))
     assert len(threads) == 4
+
+
+def test_a_download_never_waits_for_the_sweep_it_starts(
+    files: FakeFileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sweep (a scan of the whole cache) runs in a background thread, one at a time."""
+    release, started = threading.Event(), threading.Event()
+    threads: list[threading.Thread] = []
+    real = _asset_cache.AssetCache.sweep
+
+    def slow(self: _asset_cache.AssetCache) -> Any:
+        threads.append(threading.current_thread())
+        started.set()
+        release.wait(10)
+        return real(self)
+
+    monkeypatch.setattr(_asset_cache.AssetCache, "sweep", slow)
+    clock = Clock()
+    r = resolver(tmp_path, asset_allow_private=True, asset_cache_max_bytes=1500)
+    r._cache.clock = clock
+    try:
+        first = r.get_local_path(files.add("bg/a.bin", b"a" * 1000))  # the first download
+        assert started.wait(5) and threads[0] is not threading.current_thread()
+        clock.tick(_asset_cache.RESCAN)  # due again, over the bound: but one is running
+        second = r.get_local_path(files.add("bg/b.bin", b"b" * 1000))
+        assert first.read_bytes() == b"a" * 1000 and second.read_bytes() == b"b" * 1000
+        assert len(threads) == 1
+    finally:
+        release.set()
+        r._cache.wait_for_sweep(10)
+    assert not threads[0].is_alive()
 
 
 def test_a_download_on_the_event_loop_sweeps_in_another_thread(

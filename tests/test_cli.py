@@ -5,14 +5,24 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import zipfile
+from importlib import metadata
 from pathlib import Path
 
 import httpx
+import pytest
+from typer.testing import CliRunner
 
+import labelbridge
+from labelbridge.cli import (
+    _commands,  # noqa: F401  (registers the commands, as `main` does)
+    _wheel,
+)
+from labelbridge.cli._app import app
 from support import LABELBRIDGE, free_port, labelbridge_start
 
 
@@ -232,6 +242,93 @@ def test_init_update_wheel_replaces_the_wheel_and_leaves_the_rest(tmp_path: Path
         check=False,
     )
     assert missing.returncode == 2 and "no Dockerfile" in missing.stderr
+
+
+def test_wheel_packs_only_what_a_build_ships(tmp_path: Path) -> None:
+    """An editable install's folder is a working tree: patch and editor leftovers, caches and
+    dotfiles beside the code are not part of labelbridge and stay out of its wheel."""
+    package = tmp_path / "labelbridge"
+    shutil.copytree(
+        Path(labelbridge.__file__).resolve().parent,
+        package,
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    stray = [
+        "model.py.orig",
+        "model.py.rej",
+        "model.py~",
+        ".model.py.swp",
+        "notes.txt",
+        "templates/Dockerfile.tmpl~",
+        "templates/notes.md",
+        "static/.DS_Store",
+        "static/sub/extra.html",
+        "__pycache__/model.cpython-310.pyc",
+        ".hidden/module.py",
+        "cli/scratch.json",
+    ]
+    for name in stray:
+        (package / name).parent.mkdir(parents=True, exist_ok=True)
+        (package / name).write_text("stray\n")
+    names = {name for name, _ in _wheel._package_files(package)}
+    assert not {f"labelbridge/{name}" for name in stray} & names
+    assert {
+        "labelbridge/__init__.py",
+        "labelbridge/py.typed",
+        "labelbridge/cli/_wheel.py",
+        "labelbridge/templates/Dockerfile.tmpl",
+        "labelbridge/static/status.html",
+    } <= names
+    assert all(
+        n.endswith(".py")
+        or n.startswith(("labelbridge/templates/", "labelbridge/static/"))
+        or n == "labelbridge/py.typed"
+        for n in names
+    )
+
+
+def _init_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """`labelbridge init` in process: exit 2, nothing written; its error message."""
+    monkeypatch.chdir(tmp_path)
+    done = CliRunner().invoke(app, ["init", "backend"])
+    assert done.exit_code == 2, done.output
+    assert not (tmp_path / "backend").exists()
+    with pytest.raises(_wheel.WheelError):
+        _wheel.build_wheel(tmp_path / "wheels")
+    assert not (tmp_path / "wheels").exists()
+    return " ".join(done.output.split())
+
+
+def test_wheel_refuses_a_version_the_metadata_does_not_share(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(labelbridge, "__version__", "9.9.9")
+    message = _init_fails(tmp_path, monkeypatch)
+    installed = metadata.version("labelbridge")
+    assert "code says version 9.9.9" in message and f"metadata says {installed}" in message
+    assert "pip install -e ." in message
+
+
+def test_wheel_refuses_metadata_of_another_installation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PYTHONPATH=src over an older install: the code imported is not the code the installed
+    metadata (its requirements, its version) describes."""
+    site = tmp_path / "site"
+    info = site / "labelbridge-0.0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: labelbridge\nVersion: 0.0.1\n")
+    (info / "RECORD").write_text(
+        "labelbridge/__init__.py,,\nlabelbridge-0.0.1.dist-info/METADATA,,\n"
+    )
+    (site / "labelbridge").mkdir()
+    (site / "labelbridge" / "__init__.py").write_text('__version__ = "0.0.1"\n')
+    old = metadata.PathDistribution(info)
+    monkeypatch.setattr(_wheel, "_distribution", lambda: old)
+    message = _init_fails(tmp_path, monkeypatch)
+    imported = Path(labelbridge.__file__).resolve().parent
+    assert f"imported from {imported}" in message and str(site / "labelbridge") in message
+    assert str(info) in message and "scripts/bootstrap.sh" in message
 
 
 def test_start_serves_several_backends_under_their_prefixes(tmp_path: Path) -> None:

@@ -31,17 +31,16 @@ A sweep also removes what killed processes left behind: download folders untouch
 seconds whose lock is free (no download running), trash, and lock files of absent entries.
 
 When: each process keeps an approximate total (its last sweep's, plus its own downloads since).
-A download sweeps, in the calling thread, when that total passes the bound (at most every
-MIN_INTERVAL seconds; STUCK_INTERVAL when the last sweep could not get under it), at a
-process's first download, and every RESCAN seconds (other processes download too). Downloads
-run in worker threads; one made on an event loop (a model predicting inline) sweeps in a
-background thread instead. Without fcntl (Windows) there is no cross-process lock; the renames
+A download starts a sweep when that total passes the bound (at most every MIN_INTERVAL seconds;
+STUCK_INTERVAL when the last sweep could not get under it), at a process's first download, and
+every RESCAN seconds (other processes download too). The sweep runs in a background thread, one
+at a time per process and cache folder: a scan of tens of thousands of entries never delays the
+download that started it, nor the threads waiting for that asset. Without fcntl (Windows) there is no cross-process lock; the renames
 stay atomic.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -143,14 +142,6 @@ def _newest_mtime(folder: Path) -> float:
     return newest
 
 
-def _on_event_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
-
-
 def _size(n: float) -> str:
     return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
 
@@ -183,6 +174,7 @@ class _Tally:
     next_sweep: float = 0.0  # clock time before which this process does not sweep
     rescan_at: float = 0.0  # clock time at which it sweeps even if under the bound
     sweeping: bool = False
+    sweeper: threading.Thread | None = None  # the background sweep running or last run
     evicting_logged: bool = False
     warned_at: float = float("-inf")  # time.monotonic()
 
@@ -280,12 +272,20 @@ class AssetCache:
             if tally.sweeping or now < tally.next_sweep or (not over and now < tally.rescan_at):
                 return
             tally.sweeping = True
-        if _on_event_loop():  # never block the loop: a model predicting inline downloaded
-            threading.Thread(
+            # never on the request path: the download (and the threads waiting for the same
+            # asset) returns at once; `sweeping` keeps it one at a time in this process
+            tally.sweeper = threading.Thread(
                 target=self._sweep_for, args=(tally,), name="asset-cache-sweep", daemon=True
-            ).start()
-        else:
-            self._sweep_for(tally)
+            )
+            tally.sweeper.start()
+
+    def wait_for_sweep(self, timeout: float | None = None) -> None:
+        """Wait until this process's background sweep of this cache (if any) has finished."""
+        tally = _tally(self.root)
+        with tally.lock:
+            sweeper = tally.sweeper
+        if sweeper is not None and sweeper is not threading.current_thread():
+            sweeper.join(timeout)
 
     def _sweep_for(self, tally: _Tally) -> None:
         report, failed = None, False

@@ -25,6 +25,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from labelbridge._proc_util import pid_alive
+
 __all__ = ["Metrics", "SharedMetrics"]
 
 _BUCKETS = (
@@ -213,16 +215,6 @@ class Metrics:
         return "\n".join(lines) + "\n"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _read(path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -296,7 +288,7 @@ class SharedMetrics:
         dead = [
             p
             for p in self.folder.glob("*.json")
-            if p.stem.isdigit() and int(p.stem) != self.pid and not _pid_alive(int(p.stem))
+            if p.stem.isdigit() and int(p.stem) != self.pid and not pid_alive(int(p.stem))
         ] + list(also or [])
         if not dead:
             return

@@ -197,7 +197,9 @@ class Settings(BaseSettings):
         ge=0,
         description="Size bound of the asset cache, shared by all processes: past it the least "
         "recently used assets are removed, down to 90% (never one used in the last 5 minutes). "
-        "2 GiB: thousands of images, yet fits a small container disk. 0: unbounded.",
+        "2 GiB: thousands of images, yet fits a small container disk. 0: unbounded. With "
+        "several backends (`labelbridge start a=.. b=..`) each has its own cache "
+        "(`<model_dir>/<name>/.assets`) and its own bound: the disk holds up to their sum.",
     )
     asset_max_bytes: int = Field(200 * 1024 * 1024, ge=1, description="Largest asset downloaded.")
     asset_timeout: float = Field(30.0, gt=0, description="Seconds per asset download.")

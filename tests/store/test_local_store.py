@@ -5,8 +5,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+from labelbridge._proc_util import HOSTNAME as HOST
 from labelbridge.store import LocalModelStore
-from labelbridge.store._common import HOST
 
 
 def test_prune_sweeps_dead_writers_of_this_host_only(tmp_path: Path) -> None:
@@ -27,3 +27,42 @@ def test_prune_sweeps_dead_writers_of_this_host_only(tmp_path: Path) -> None:
     assert [p.name for p in (project / ".staging").iterdir()] == ["m-v3.0000abcd"]
     assert [p.name for p in (project / "versions").glob(".reserved-*")] == [".reserved-m-v3"]
     assert [meta.version for meta in store.versions("1")] == ["m-v1"]
+
+
+def test_a_live_writer_whose_pid_looks_dead_keeps_its_staging(tmp_path: Path) -> None:
+    """Another container sharing this hostname: its pid means nothing here, its lock does."""
+    from labelbridge.store._common import writer_lock
+
+    store = LocalModelStore(tmp_path)
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    project = tmp_path / "projects" / "1"
+    (project / "versions").mkdir(parents=True)
+    folder = project / ".staging" / "m-v1.0000abcd"
+    folder.parent.mkdir()
+    with writer_lock(folder.with_name(folder.name + ".lock")):
+        folder.mkdir()
+        (folder / "w.txt").write_text("training")
+        marker = project / "versions" / ".reserved-m-v1"
+        marker.write_text(f"{HOST}\n{finished.pid}\n{folder}", encoding="utf-8")
+        assert store.prune("1", keep=5) == []
+        with store.new_version("1", "m") as staging:
+            pass
+        assert staging.version == "m-v2"
+        assert (folder / "w.txt").read_text() == "training" and marker.exists()
+    assert store.prune("1", keep=5) == []  # its lock is free now: a killed writer's
+    assert not folder.exists() and not marker.exists()
+
+
+def test_a_marker_naming_a_folder_outside_staging_is_not_followed(tmp_path: Path) -> None:
+    store = LocalModelStore(tmp_path)
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    victim = tmp_path / "precious"
+    victim.mkdir()
+    project = tmp_path / "projects" / "1"
+    (project / "versions").mkdir(parents=True)
+    marker = project / "versions" / ".reserved-m-v1"
+    marker.write_text(f"{HOST}\n{finished.pid}\n{victim}", encoding="utf-8")
+    assert store.prune("1", keep=5) == []
+    assert victim.is_dir() and marker.exists()

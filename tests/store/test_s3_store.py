@@ -385,3 +385,81 @@ def test_a_training_job_publishes_to_s3_and_the_backend_serves_it(
         assert after["results"][0]["result"][0]["value"]["choices"] == ["b"]
     finally:
         backend.close()
+
+
+class PublishedWhileSweeping(Recording):
+    """A writer stalled past the age publishes its _meta.json between the sweep's listing and
+    its delete (played at the sweep's HEAD of that _meta.json)."""
+
+    def head_object(self, **kwargs: Any) -> Any:
+        if kwargs["Key"].endswith("/m-v1/_meta.json"):
+            self._client.put_object(Bucket=kwargs["Bucket"], Key=kwargs["Key"], Body=b"{}")
+        return self._client.head_object(**kwargs)
+
+
+def test_the_sweep_spares_a_version_published_after_its_listing(
+    s3_client: Any, bucket: str, tmp_path: Path
+) -> None:
+    later = time.time() + UNFINISHED_MAX_AGE + 60
+    store = s3_store(bucket, tmp_path, PublishedWhileSweeping(s3_client), clock=lambda: later)
+    base = "lb/projects/1/"
+    for key in ("reserved/m-v1", "versions/m-v1/a.bin", "reserved/m-v2", "versions/m-v2/a.bin"):
+        s3_client.put_object(Bucket=bucket, Key=base + key, Body=b"x")
+    assert store.prune("1", keep=5) == []
+    assert bucket_keys(s3_client, bucket) == {
+        base + "reserved/m-v1",
+        base + "versions/m-v1/a.bin",
+        base + "versions/m-v1/_meta.json",
+        base + "reserved/m-v2",  # the highest marker stays
+    }
+
+
+class SweptAfterPublish(Recording):
+    """A sweep that listed the version before its _meta.json deletes its file right after."""
+
+    def put_object(self, **kwargs: Any) -> Any:
+        answer = super().put_object(**kwargs)
+        if kwargs["Key"].endswith("/current") and kwargs["Body"] == b"m-v2":
+            self._client.delete_object(
+                Bucket=kwargs["Bucket"], Key="lb/projects/1/versions/m-v2/a.bin"
+            )
+        return answer
+
+
+def test_a_writer_whose_files_vanish_after_its_publish_takes_current_back(
+    s3_client: Any, bucket: str, tmp_path: Path
+) -> None:
+    store = s3_store(bucket, tmp_path, SweptAfterPublish(s3_client))
+    with store.new_version("1", "m") as staging:
+        (staging.path / "a.bin").write_bytes(b"1")
+    vanished = pytest.raises(StoreError, match=r"a\.bin vanished after the publish")
+    with vanished, store.new_version("1", "m") as staging:
+        (staging.path / "a.bin").write_bytes(b"2")
+    reader = s3_store(bucket, tmp_path / "reader")
+    assert reader.current_name("1") == "m-v1" and store.current_name("1") == "m-v1"
+    assert [meta.version for meta in reader.versions("1")] == ["m-v1"]
+    assert not [key for key in bucket_keys(s3_client, bucket) if "/versions/m-v2/" in key]
+
+
+def test_a_live_writers_staging_is_not_swept_though_its_pid_looks_dead(
+    s3_client: Any, bucket: str, tmp_path: Path
+) -> None:
+    import subprocess
+
+    from labelbridge.store import s3 as s3_module
+    from labelbridge.store._common import writer_lock
+
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    store = s3_store(bucket, tmp_path)
+    folder = store.cache_dir / ".staging" / f"1.m-v1.0000abcd.{finished.pid}@{s3_module._HOST_TAG}"
+    folder.parent.mkdir(parents=True)
+    with writer_lock(folder.with_name(folder.name + ".lock")):
+        folder.mkdir()
+        (folder / "w.bin").write_bytes(b"training")
+        with store.new_version("1", "m"):
+            pass
+        store.prune("1", keep=5)
+        assert (folder / "w.bin").read_bytes() == b"training"
+    store.prune("1", keep=5)  # its lock is free now: a killed writer's
+    assert not folder.exists() and not list(folder.parent.glob("*.lock"))

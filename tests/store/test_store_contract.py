@@ -315,3 +315,20 @@ def test_names_that_could_escape_are_refused(store: ModelStore) -> None:
     for bad in ("../x", "a/b", "", ".hidden"):
         with pytest.raises(StoreError):
             store.current_name(bad)
+
+
+def test_a_staging_folder_removed_under_the_writer_is_not_published(
+    make_store: StoreFactory,
+) -> None:
+    """Swept by mistake (or by anyone) mid-training: refuse, never publish an empty version."""
+    store = make_store()
+    first = publish(store)
+    gone = pytest.raises(StoreError, match="no longer exists")
+    with gone, store.new_version("1", "m") as staging:
+        (staging.path / "weights.txt").write_text("w")
+        shutil.rmtree(staging.path)
+    with pytest.raises(StoreError, match="is empty"), store.new_version("1", "m") as staging:
+        (staging.path / "weights.txt").write_text("w")
+        os.utime(staging.path, ns=(1, 1))  # the folder changed since it was made
+        (staging.path / "weights.txt").unlink()
+    assert store.current_name("1") == first and names(store) == [first]

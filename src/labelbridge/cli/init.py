@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 import typer
 
 from labelbridge.cli._app import app
-from labelbridge.cli._wheel import build_wheel, wheel_name
+from labelbridge.cli._wheel import WheelError, build_wheel, wheel_name
 
 #: template file -> name in the new folder
 FILES = {
@@ -172,9 +172,17 @@ def init(
     """Scaffold a backend: model.py, requirements.txt, README, Dockerfile, docker-compose.yml,
     and labelbridge's wheel in wheels/ (for the Dockerfile: labelbridge is not on PyPI)."""
     folder = Path(name)
-    if update_wheel:
-        _update_wheel(folder)
-        return
+    try:
+        if update_wheel:
+            _update_wheel(folder)
+        else:
+            _init(folder, force)
+    except WheelError as error:
+        typer.secho(f"error: cannot pack labelbridge's wheel: {error}", fg="red", err=True)
+        raise typer.Exit(2) from None
+
+
+def _init(folder: Path, force: bool) -> None:
     files = render(folder.resolve().name)
     existing = [f for f in files if (folder / f).exists()]
     if existing and not force:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import sys
 import traceback as tb
 from datetime import datetime, timezone
@@ -13,6 +12,7 @@ from typing import Any, overload
 
 from pydantic import SecretStr
 
+from labelbridge._proc_util import HOSTNAME, pid_alive
 from labelbridge.settings import Settings
 
 __all__ = [
@@ -29,7 +29,6 @@ __all__ = [
     "utc",
 ]
 
-HOSTNAME = socket.gethostname()
 _MAX_ERROR = 2000
 
 
@@ -104,16 +103,6 @@ def read_peak_mb(pid: int | str = "self") -> float | None:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
     return None
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def settings_to_json(settings: Settings) -> dict[str, Any]:

@@ -7,10 +7,14 @@ either the old version or the complete new one, never half a version.
 
 A writer killed mid-version (SIGKILL, OOM: no `finally` runs) leaves its staging folder and its
 `versions/.reserved-<version>` marker, which names its host, pid and staging folder. The next
-`new_version` or `prune` of the project removes them once that pid is gone from this host.
-Writers of other hosts sharing the folder are left alone: whether they live cannot be told from
-here, and an age would not do, as a staging folder lives as long as the training (the S3 store
-sweeps by age because its unfinished objects exist only during the upload).
+`new_version` or `prune` of the project removes them once no process holds the writer's lock
+(`.staging/<folder>.lock`, flock'ed by the writer for the life of its staging folder; the kernel
+drops it with the process) and the marker's pid is gone from this host. The lock decides: a pid
+alone does not, as containers sharing a hostname have separate PID namespaces; the pid check
+spares writers of versions that took no lock. Writers of other hosts sharing the folder are
+left alone, as before (whether their locks reach across the network filesystem is not known),
+and an age would not do, as a staging folder lives as long as the training (the S3 store sweeps
+by age because its unfinished objects exist only during the upload).
 """
 
 from __future__ import annotations
@@ -27,21 +31,27 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
+from labelbridge._proc_util import HOSTNAME, pid_alive
 from labelbridge.errors import CorruptModelVersion, StoreError, UnknownProject
 from labelbridge.store._base import ProjectRecord, VersionMeta
 from labelbridge.store._common import (
-    HOST,
     META,
     SAFE_NAME,
     StagingFolder,
+    abandoned,
     check_name,
-    pid_gone,
     sha256_file,
+    writer_lock,
 )
 
 __all__ = ["LocalModelStore"]
 
 log = logging.getLogger("labelbridge.store")
+
+
+def _lock_of(staging: Path) -> Path:
+    """The writer's lock file, beside its staging folder (inside, it would be published)."""
+    return staging.with_name(staging.name + ".lock")
 
 
 def _atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
@@ -195,56 +205,77 @@ class LocalModelStore:
         """Write files into the staging folder; on a clean exit the version is published."""
         staging_root = self._dir(project) / ".staging"
         staging_root.mkdir(parents=True, exist_ok=True)
-        with self._lock(project):
-            self._sweep_dead_writers(project)
-            version = f"{prefix}-v{self._next_number(project, prefix)}"
-            # reserve the name so that a concurrent writer picks the next one; the marker says
-            # who writes where, so that the leftovers of a killed writer can be swept
-            (self._dir(project) / "versions").mkdir(exist_ok=True)
-            reserved = self._dir(project) / "versions" / f".reserved-{version}"
-            path = staging_root / f"{version}.{uuid.uuid4().hex[:8]}"
-            reserved.write_text(f"{HOST}\n{os.getpid()}\n{path}", encoding="utf-8")
-        path.mkdir()
-        staging = StagingFolder(path=path, version=version)
-        try:
-            yield staging
-            files = {str(item.relative_to(path)): sha256_file(item) for item in staging.files()}
-            meta = VersionMeta(
-                version=version,
-                project=project,
-                created_at=datetime.now(timezone.utc),
-                metrics=staging.metrics,
-                files=files,
-                parent=parent,
-                event=event,
-                job=job,
-            )
-            _atomic_write(path / META, meta.model_dump_json(indent=2))
+        with contextlib.ExitStack() as held:
             with self._lock(project):
-                os.replace(path, self._dir(project) / "versions" / version)
-                _atomic_write(self._dir(project) / "current", version)
-        finally:
-            shutil.rmtree(path, ignore_errors=True)
-            with contextlib.suppress(FileNotFoundError):
-                reserved.unlink()
+                self._sweep_dead_writers(project)
+                version = f"{prefix}-v{self._next_number(project, prefix)}"
+                # reserve the name so that a concurrent writer picks the next one; the marker
+                # says who writes where, the lock (held until the staging folder is gone) that
+                # the writer lives: a sweep under the project lock sees both or neither
+                (self._dir(project) / "versions").mkdir(exist_ok=True)
+                reserved = self._dir(project) / "versions" / f".reserved-{version}"
+                path = staging_root / f"{version}.{uuid.uuid4().hex[:8]}"
+                held.enter_context(writer_lock(_lock_of(path)))
+                reserved.write_text(f"{HOSTNAME}\n{os.getpid()}\n{path}", encoding="utf-8")
+            staging = StagingFolder(path=path, version=version)
+            try:
+                staging.create()
+                yield staging
+                staging.check_intact()
+                files = {str(item.relative_to(path)): sha256_file(item) for item in staging.files()}
+                meta = VersionMeta(
+                    version=version,
+                    project=project,
+                    created_at=datetime.now(timezone.utc),
+                    metrics=staging.metrics,
+                    files=files,
+                    parent=parent,
+                    event=event,
+                    job=job,
+                )
+                _atomic_write(path / META, meta.model_dump_json(indent=2))
+                with self._lock(project):
+                    os.replace(path, self._dir(project) / "versions" / version)
+                    _atomic_write(self._dir(project) / "current", version)
+            finally:
+                shutil.rmtree(path, ignore_errors=True)
+                with contextlib.suppress(FileNotFoundError):
+                    reserved.unlink()
 
     def _sweep_dead_writers(self, project: str) -> None:
         """Remove what writers killed mid-version left (SIGKILL, OOM: no `finally` ran).
 
-        Only writers of this host whose process is gone: one on another host sharing the
-        folder cannot be checked from here and is left alone. Call with the project locked."""
+        Only writers of this host whose lock is free and whose pid is gone; only folders in
+        this project's `.staging/` (a marker names one: never trust it further). Call with the
+        project locked (writers take their lock and write their marker under it)."""
+        staging_root = self._dir(project) / ".staging"
         for marker in (self._dir(project) / "versions").glob(".reserved-*"):
             with contextlib.suppress(OSError, ValueError):
-                host, pid, staging = marker.read_text(encoding="utf-8").split("\n", 2)
-                if host == HOST and pid_gone(int(pid)):
+                host, pid, named = marker.read_text(encoding="utf-8").split("\n", 2)
+                if host != HOSTNAME or pid_alive(int(pid)):
+                    continue
+                staging = Path(named)
+                inside = staging.resolve().parent == staging_root.resolve()
+                if not inside or not SAFE_NAME.match(staging.name):
+                    log.warning(
+                        "project %s: %s names %s, outside %s: left alone",
+                        project,
+                        marker.name,
+                        named[:200],
+                        staging_root,
+                    )
+                    continue
+                with abandoned(_lock_of(staging)) as dead:
+                    if not dead:
+                        continue  # a live writer (of another PID namespace, say)
                     shutil.rmtree(staging, ignore_errors=True)
                     marker.unlink()
-                    log.info(
-                        "project %s: removed the staging of %s, left by a killed writer (pid %s)",
-                        project,
-                        marker.name.removeprefix(".reserved-"),
-                        pid,
-                    )
+                log.info(
+                    "project %s: removed the staging of %s, left by a killed writer (pid %s)",
+                    project,
+                    marker.name.removeprefix(".reserved-"),
+                    pid,
+                )
 
     def set_current(self, project: str, version: str) -> None:
         self._read_meta(project, version)

@@ -24,10 +24,13 @@ Why it is safe without locks:
   marker. `prune` deletes them once the version's newest object (S3's LastModified) is older
   than `UNFINISHED_MAX_AGE`: a day, far above any upload, since a younger one may be a writer
   still uploading. A writer lists its files before it writes `_meta.json`, so one stalled for
-  longer than that fails rather than publish a version with a hole. The marker goes too unless
-  it is the highest, as do stale markers of writers that died before uploading anything.
-  Staging folders (in `cache_dir`) of this machine's killed writers are removed by pid, as the
-  local store does.
+  longer than that fails rather than publish a version with a hole; the sweep asks for the
+  version's `_meta.json` again right before deleting its files (skipped if it appeared), and the
+  writer lists its files again after it published (and takes `current` back if any vanished).
+  The marker goes too unless it is the highest, as do stale markers of writers that died before
+  uploading anything. Staging folders (in `cache_dir`) of this machine's killed writers are
+  removed once no process holds the writer's lock (`<folder>.lock`, beside it) and the pid in
+  their name is gone, as the local store does.
 
 open_version downloads a version once into `cache_dir`, checks every sha256 from `_meta.json`
 and reuses the folder while it still matches (checksums are rechecked on each open, as the
@@ -44,25 +47,25 @@ import logging
 import os
 import re
 import shutil
-import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Literal, overload
 
+from labelbridge._proc_util import HOSTNAME, pid_alive
 from labelbridge.errors import CorruptModelVersion, MissingDependency, StoreError, UnknownProject
 from labelbridge.store._base import ProjectRecord, VersionMeta
 from labelbridge.store._common import (
-    HOST,
     META,
     SAFE_NAME,
     StagingFolder,
+    abandoned,
     check_name,
-    pid_gone,
     sha256_file,
+    writer_lock,
 )
 
 __all__ = ["UNFINISHED_MAX_AGE", "S3ModelStore"]
@@ -82,7 +85,7 @@ _RESERVE_ATTEMPTS = 50
 _DELETE_BATCH = 1000  # DeleteObjects' limit
 _DENIED = frozenset({"AccessDenied", "403", "NotImplemented", "501"})
 # a staging folder is `<project>.<version>.<id>.<pid>@<host>`: whose it is, for the sweep
-_HOST_TAG = re.sub(r"[^A-Za-z0-9_.\-]", "_", HOST)
+_HOST_TAG = re.sub(r"[^A-Za-z0-9_.\-]", "_", HOSTNAME)
 _STAGING_OWNER = re.compile(r"\.(?P<pid>\d+)@(?P<host>[^@]+)$")
 
 
@@ -192,8 +195,20 @@ class S3ModelStore:
         except Exception as exc:
             raise self._fail("PUT", key, exc) from exc
 
-    def _list(self, prefix: str, *, folders: bool = False) -> Iterator[str]:
-        """Keys under `prefix` (full keys), or with `folders` the next path level's names."""
+    @overload
+    def _list(
+        self, prefix: str, *, folders: bool = ..., stamped: Literal[False] = ...
+    ) -> Iterator[str]: ...
+    @overload
+    def _list(self, prefix: str, *, stamped: Literal[True]) -> Iterator[tuple[str, float]]: ...
+    def _list(
+        self, prefix: str, *, folders: bool = False, stamped: bool = False
+    ) -> Iterator[str] | Iterator[tuple[str, float]]:
+        """Keys under `prefix` (full keys), with `stamped` as (key, LastModified in epoch
+        seconds), or with `folders` the next path level's names."""
+        return self._listing(prefix, folders, stamped)
+
+    def _listing(self, prefix: str, folders: bool, stamped: bool) -> Iterator[Any]:
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
         if folders:
             kwargs["Delimiter"] = "/"
@@ -204,20 +219,22 @@ class S3ModelStore:
                         yield item["Prefix"][len(prefix) :].rstrip("/")
                 else:
                     for item in page.get("Contents") or ():
-                        yield item["Key"]
+                        if stamped:
+                            yield item["Key"], item["LastModified"].timestamp()
+                        else:
+                            yield item["Key"]
         except Exception as exc:
             raise self._fail("LIST", prefix, exc) from exc
 
-    def _stamped(self, prefix: str) -> Iterator[tuple[str, float]]:
-        """(key, LastModified as epoch seconds) of every object under `prefix`."""
+    def _exists(self, key: str) -> bool:
+        """One HEAD: is there an object at `key` now."""
         try:
-            for page in self._client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=prefix
-            ):
-                for item in page.get("Contents") or ():
-                    yield item["Key"], item["LastModified"].timestamp()
+            self._client.head_object(Bucket=self.bucket, Key=key)
         except Exception as exc:
-            raise self._fail("LIST", prefix, exc) from exc
+            if _code(exc) in _MISSING:
+                return False
+            raise self._fail("HEAD", key, exc) from exc
+        return True
 
     def _delete(self, keys: Iterable[str]) -> None:
         """Delete keys group by group in `_deletion_order` (one batch does not order itself)."""
@@ -421,7 +438,7 @@ class S3ModelStore:
         body = json.dumps(
             {
                 "job": job,
-                "host": socket.gethostname(),
+                "host": HOSTNAME,
                 "pid": os.getpid(),
                 "at": datetime.now(timezone.utc).isoformat(),
             }
@@ -466,41 +483,84 @@ class S3ModelStore:
         uploaded: list[str] = []
         published = False
         try:
-            path.mkdir(parents=True)
-            yield staging
-            files = {
-                item.relative_to(path).as_posix(): sha256_file(item) for item in staging.files()
-            }
-            meta = VersionMeta(
-                version=version,
-                project=project,
-                created_at=datetime.now(timezone.utc),
-                metrics=staging.metrics,
-                files=files,
-                parent=parent,
-                event=event,
-                job=job,
-            )
-            for rel in files:
-                uploaded.append(base + rel)
-                self._upload(path / rel, base + rel)
-            self._check_uploaded(project, version, files)
-            uploaded.append(base + META)  # before the PUT: a PUT that errs may still land
-            self._put(base + META, meta.model_dump_json(indent=2).encode())
-            self._put(self._project_key(project) + "current", version.encode(), "text/plain")
-            published = True
-            self._remember(project, version)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with writer_lock(_lock_of(path)):  # held until the staging folder is gone
+                try:
+                    staging.create()
+                    yield staging
+                    staging.check_intact()
+                    files = {
+                        item.relative_to(path).as_posix(): sha256_file(item)
+                        for item in staging.files()
+                    }
+                    meta = VersionMeta(
+                        version=version,
+                        project=project,
+                        created_at=datetime.now(timezone.utc),
+                        metrics=staging.metrics,
+                        files=files,
+                        parent=parent,
+                        event=event,
+                        job=job,
+                    )
+                    for rel in files:
+                        uploaded.append(base + rel)
+                        self._upload(path / rel, base + rel)
+                    self._check_uploaded(project, version, files)
+                    uploaded.append(base + META)  # before the PUT: a PUT that errs may land
+                    self._put(base + META, meta.model_dump_json(indent=2).encode())
+                    previous = self._fresh_current(project)
+                    self._put(
+                        self._project_key(project) + "current", version.encode(), "text/plain"
+                    )
+                    published = True
+                    # a sweep that listed this version before its _meta.json existed may have
+                    # deleted its files since: look again, and take `current` back if so
+                    try:
+                        self._check_uploaded(project, version, [*files, META], after=True)
+                    except StoreError:
+                        published = not self._roll_back(project, version, previous)
+                        raise
+                    self._remember(project, version)
+                finally:
+                    shutil.rmtree(path, ignore_errors=True)
         except BaseException:
             if uploaded and not published:
                 published = self._discard(project, version, uploaded)
             raise
         finally:
-            shutil.rmtree(path, ignore_errors=True)
             if not published:
                 with contextlib.suppress(Exception):  # a leftover marker only skips a number
                     self._client.delete_object(
                         Bucket=self.bucket, Key=self._reserved_key(project, version)
                     )
+
+    def _roll_back(self, project: str, version: str, previous: str | None) -> bool:
+        """`current` back to `previous` if it still names `version`; True if it no longer does."""
+        key = self._project_key(project) + "current"
+        try:
+            if self._fresh_current(project) != version:
+                return True  # another writer published since
+            if previous is None:
+                self._client.delete_object(Bucket=self.bucket, Key=key)
+            else:
+                self._put(key, previous.encode(), "text/plain")
+            self._remember(project, previous)
+        except Exception:
+            log.error(
+                "project %s: %s is current but lost files; set another version current",
+                project,
+                version,
+                exc_info=True,
+            )
+            return False
+        log.error(
+            "project %s: %s lost files after its publish: %s is current again",
+            project,
+            version,
+            previous,
+        )
+        return True
 
     def _upload(self, path: Path, key: str) -> None:
         try:  # upload_file: multipart for large files
@@ -508,9 +568,12 @@ class S3ModelStore:
         except Exception as exc:
             raise self._fail("PUT", key, exc) from exc
 
-    def _check_uploaded(self, project: str, version: str, files: Iterable[str]) -> None:
+    def _check_uploaded(
+        self, project: str, version: str, files: Iterable[str], *, after: bool = False
+    ) -> None:
         """Every file is still there: a writer stalled past UNFINISHED_MAX_AGE may have been
-        swept as a dead one, and must not publish a version with holes."""
+        swept as a dead one, and must not publish a version with holes (`after`: checked
+        again once published, for a sweep that listed the version just before)."""
         base = self._version_key(project, version)
         wanted = [base + rel for rel in files]
         if not wanted:
@@ -519,7 +582,8 @@ class S3ModelStore:
         missing = [key[len(base) :] for key in wanted if key not in present]
         if missing:
             raise StoreError(
-                f"project {project}: version {version}: {missing[0]} vanished during the upload "
+                f"project {project}: version {version}: {missing[0]} vanished "
+                f"{'after the publish' if after else 'during the upload'} "
                 f"({len(missing)} file(s)); an upload that stalls for "
                 f"{UNFINISHED_MAX_AGE / 3600:g} h is taken for a dead writer's and swept",
                 fix="retry the job",
@@ -527,12 +591,19 @@ class S3ModelStore:
 
     def _sweep_dead_stagings(self) -> None:
         """Remove the staging folders that writers killed on this machine left in the cache
-        (their names end with `<pid>@<host>`; no `finally` ran to remove them)."""
+        (no `finally` ran to remove them): those whose lock no process holds and whose name's
+        `<pid>@<host>` is this host's and gone. The lock decides: another container sharing
+        this hostname (and cache) has its own PID namespace, its live writers' pids look dead."""
         with contextlib.suppress(OSError):
             for item in (self.cache_dir / ".staging").iterdir():
                 match = _STAGING_OWNER.search(item.name)
-                if match and match["host"] == _HOST_TAG and pid_gone(int(match["pid"])):
-                    shutil.rmtree(item, ignore_errors=True)
+                if not match or match["host"] != _HOST_TAG or pid_alive(int(match["pid"])):
+                    continue
+                if item.is_symlink() or not item.is_dir():
+                    continue
+                with abandoned(_lock_of(item)) as dead:
+                    if dead:
+                        shutil.rmtree(item, ignore_errors=True)
 
     def _discard(self, project: str, version: str, keys: list[str]) -> bool:
         """Remove a failed publish's objects; True if it turned out to be published after all."""
@@ -596,42 +667,61 @@ class S3ModelStore:
         self._sweep_dead_stagings()
         current = self._fresh_current(project)
         doomed = [m.version for m in self.versions(project)[keep:] if m.version != current]
-        markers = dict(self._stamped(self._project_key(project) + "reserved/"))
+        markers = dict(self._list(self._project_key(project) + "reserved/", stamped=True))
         highest = _highest(key.rsplit("/", 1)[1] for key in markers)
+        # one listing of every version's objects, after versions(): the doomed ones are in it
+        folders = self._folders(project)
         try:
-            self._sweep_unfinished(project, markers, highest)
+            self._sweep_unfinished(project, folders, markers, highest)
         except Exception as exc:  # housekeeping: the versions below are still pruned
             log.warning("project %s: could not sweep dead writers' leftovers: %s", project, exc)
         for version in doomed:
-            keys = list(self._list(self._version_key(project, version)))
+            keys = [key for key, _ in folders.get(version, ())]
             if not _is_highest(version, highest):
                 keys.append(self._reserved_key(project, version))
             self._delete(keys)
             shutil.rmtree(self._cache_folder(project, version), ignore_errors=True)
         return doomed
 
-    def _sweep_unfinished(
-        self, project: str, markers: dict[str, float], highest: dict[str, int]
-    ) -> None:
-        """Delete what writers that died mid-upload left, once older than UNFINISHED_MAX_AGE:
-        versions without `_meta.json` (aged by their newest object), incomplete multipart
-        uploads, and markers with no version (but the highest, which keeps numbers growing)."""
-        stale = self.clock() - UNFINISHED_MAX_AGE
+    def _folders(self, project: str) -> dict[str, list[tuple[str, float]]]:
+        """Each version folder's objects: (key, LastModified)."""
         base = self._project_key(project) + "versions/"
         folders: dict[str, list[tuple[str, float]]] = {}
-        for key, modified in self._stamped(base):
+        for key, modified in self._list(base, stamped=True):
             name, slash, rel = key[len(base) :].partition("/")
             if slash and rel:
                 folders.setdefault(name, []).append((key, modified))
-        doomed: list[str] = []
+        return folders
+
+    def _sweep_unfinished(
+        self,
+        project: str,
+        folders: dict[str, list[tuple[str, float]]],
+        markers: dict[str, float],
+        highest: dict[str, int],
+    ) -> None:
+        """Delete what writers that died mid-upload left, once older than UNFINISHED_MAX_AGE:
+        versions without `_meta.json` (aged by their newest object), incomplete multipart
+        uploads, and markers with no version (but the highest, which keeps numbers growing).
+
+        A version's `_meta.json` is asked for again right before its files are deleted: a
+        writer stalled that long may publish between the listing and the delete (it also
+        checks its files after publishing, for the moment between this HEAD and the delete)."""
+        stale = self.clock() - UNFINISHED_MAX_AGE
+        base = self._project_key(project) + "versions/"
         swept: list[str] = []
         for name, objects in folders.items():
-            if f"{base}{name}/{META}" in (key for key, _ in objects):
+            meta = f"{base}{name}/{META}"
+            if meta in (key for key, _ in objects):
                 continue  # published
             if max(modified for _, modified in objects) > stale:
                 continue  # maybe a writer still uploading
-            doomed.extend(key for key, _ in objects)
+            if self._exists(meta):
+                continue  # published since the listing
+            self._delete(key for key, _ in objects)
             swept.append(name)
+            log.info("project %s: removed %s, left unfinished by a dead writer", project, name)
+        doomed: list[str] = []
         for key, modified in markers.items():
             name = key.rsplit("/", 1)[1]
             unused = name not in folders or name in swept  # no version, or a swept one
@@ -639,8 +729,6 @@ class S3ModelStore:
                 doomed.append(key)
         if doomed:
             self._delete(doomed)
-        for name in swept:
-            log.info("project %s: removed %s, left unfinished by a dead writer", project, name)
         self._abort_stale_uploads(base, stale)
 
     def _abort_stale_uploads(self, prefix: str, stale: float) -> None:
@@ -675,6 +763,11 @@ class S3ModelStore:
                 )
                 return
             raise self._fail("ABORT", prefix, exc) from exc
+
+
+def _lock_of(staging: Path) -> Path:
+    """A writer's lock file, beside its staging folder (inside, it would be uploaded)."""
+    return staging.with_name(staging.name + ".lock")
 
 
 def _highest(names: Iterable[str]) -> dict[str, int]:
