@@ -9,10 +9,12 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from labelbridge.errors import StoreError
+from labelbridge.store._base import VersionMeta
 
 __all__ = [
     "META",
@@ -150,3 +152,20 @@ class StagingFolder:
         for item in sorted(self.path.rglob("*")):
             if item.is_file() and item.name != META:
                 yield item
+
+    def meta(
+        self, project: str, *, parent: str | None, event: str | None, job: str | None
+    ) -> VersionMeta:
+        """The version's _meta.json: every file's sha256, the metrics fit() returned."""
+        return VersionMeta(
+            version=self.version,
+            project=project,
+            created_at=datetime.now(timezone.utc),
+            metrics=self.metrics,
+            files={
+                item.relative_to(self.path).as_posix(): sha256_file(item) for item in self.files()
+            },
+            parent=parent,
+            event=event,
+            job=job,
+        )

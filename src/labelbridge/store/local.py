@@ -28,7 +28,6 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timezone
 from pathlib import Path
 
 from labelbridge._proc_util import HOSTNAME, pid_alive
@@ -222,17 +221,7 @@ class LocalModelStore:
                 staging.create()
                 yield staging
                 staging.check_intact()
-                files = {str(item.relative_to(path)): sha256_file(item) for item in staging.files()}
-                meta = VersionMeta(
-                    version=version,
-                    project=project,
-                    created_at=datetime.now(timezone.utc),
-                    metrics=staging.metrics,
-                    files=files,
-                    parent=parent,
-                    event=event,
-                    job=job,
-                )
+                meta = staging.meta(project, parent=parent, event=event, job=job)
                 _atomic_write(path / META, meta.model_dump_json(indent=2))
                 with self._lock(project):
                     os.replace(path, self._dir(project) / "versions" / version)

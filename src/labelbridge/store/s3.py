@@ -489,20 +489,8 @@ class S3ModelStore:
                     staging.create()
                     yield staging
                     staging.check_intact()
-                    files = {
-                        item.relative_to(path).as_posix(): sha256_file(item)
-                        for item in staging.files()
-                    }
-                    meta = VersionMeta(
-                        version=version,
-                        project=project,
-                        created_at=datetime.now(timezone.utc),
-                        metrics=staging.metrics,
-                        files=files,
-                        parent=parent,
-                        event=event,
-                        job=job,
-                    )
+                    meta = staging.meta(project, parent=parent, event=event, job=job)
+                    files = meta.files
                     for rel in files:
                         uploaded.append(base + rel)
                         self._upload(path / rel, base + rel)
