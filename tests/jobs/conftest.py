@@ -28,3 +28,15 @@ def embedded(tmp_path: Path) -> Iterator[Harness]:
         yield h
     finally:
         h.close()
+
+
+@pytest.fixture
+def rq_harness(tmp_path: Path) -> Iterator[Harness]:
+    """RQ only, with a real worker process (skipped without Redis)."""
+    if not redis_available():
+        pytest.skip(f"no Redis at {REDIS_URL} (scripts/ensure_redis.sh starts one)")
+    h = Harness("rq", tmp_path)
+    try:
+        yield h
+    finally:
+        h.close()

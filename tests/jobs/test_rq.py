@@ -5,11 +5,10 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from jobs_harness import REDIS_URL, Harness, labelbridge_command, redis_available
+from jobs_harness import REDIS_URL, Harness, labelbridge_command
 
 from labelbridge.errors import QueueUnavailable
 from labelbridge.jobs import JobSpec, JobState, open_queue
@@ -46,17 +45,6 @@ def test_password_is_masked_in_messages() -> None:
     assert mask_url("redis://:s3cret@redis.local:6380/2") == "redis://:***@redis.local:6380/2"
     assert mask_url("redis://user:s3cret@h/0") == "redis://user:***@h/0"
     assert mask_url(REDIS_URL) == REDIS_URL
-
-
-@pytest.fixture
-def rq_harness(tmp_path: Path) -> Iterator[Harness]:
-    if not redis_available():
-        pytest.skip(f"no Redis at {REDIS_URL}")
-    h = Harness("rq", tmp_path)
-    try:
-        yield h
-    finally:
-        h.close()
 
 
 def test_health_says_when_no_worker_listens(rq_harness: Harness) -> None:

@@ -4,7 +4,6 @@ JOB_QUEUE=rq (labelbridge.multi: each backend its own RQ queue and model store).
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,6 @@ from jobs_harness import (
     Harness,
     annotated_tasks,
     labelbridge_command,
-    redis_available,
     wait_until,
 )
 from rq import Queue, Worker
@@ -27,17 +25,6 @@ from labelbridge.store import LocalModelStore
 from support import LABELBRIDGE, backend_environment, free_port, wait_until_ready
 
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture
-def rq_harness(tmp_path: Path) -> Iterator[Harness]:
-    if not redis_available():
-        pytest.skip(f"no Redis at {REDIS_URL} (scripts/ensure_redis.sh starts one)")
-    h = Harness("rq", tmp_path)
-    try:
-        yield h
-    finally:
-        h.close()
 
 
 def _other_backend(root: Path) -> Path:
