@@ -73,7 +73,7 @@ class Mode:
     quick: bool
     seconds: float
     warmup: float
-    repeat: int
+    rounds: int
 
     @property
     def name(self) -> str:
@@ -212,9 +212,12 @@ class Protocol:
     big_predict_s: float | None = None
     answer: Any = None
     startup_s: float = 0.0
+    #: req/s of each round, by concurrency (ratios between systems are taken per round)
+    rounds: dict[int, list[float]] = field(default_factory=dict)
 
 
-def measure_protocol(server: Server, lg: LoadGen, mode: Mode, bodies: dict[str, bytes]) -> Protocol:
+def prepare_protocol(server: Server, lg: LoadGen, mode: Mode, bodies: dict[str, bytes]) -> Protocol:
+    """/setup, one checked /predict, idle memory, a warm-up at c=64."""
     base = server.url
     post_json(f"{base}/setup", bodies["setup"])
     answer = post_json(f"{base}/predict", bodies["predict"])
@@ -225,26 +228,45 @@ def measure_protocol(server: Server, lg: LoadGen, mode: Mode, bodies: dict[str, 
     time.sleep(0.5)
     result.idle = Memory.of(server.proc)
     lg.run(f"{base}/predict", "predict", conns=64, seconds=mode.warmup)
-    for conns in CONCURRENCIES:
-        best: Point | None = None
-        for _ in range(mode.repeat):
-            pids = server.proc.tree()
-            busy0, cpu0, t0 = core_busy_seconds(SERVER_CPU), cpu_seconds(pids), time.monotonic()
-            load = lg.run(f"{base}/predict", "predict", conns=conns, seconds=mode.seconds)
-            wall = time.monotonic() - t0
-            used = cpu_seconds(server.proc.tree()) - cpu0
-            others = max(0.0, core_busy_seconds(SERVER_CPU) - busy0 - used) / wall
-            point = Point(conns, load, used / wall, others)
-            if best is None or load.rps > best.load.rps:
-                best = point
-        assert best is not None
-        result.points[conns] = best
-    result.after_load = Memory.of(server.proc)
-    times = []
-    for _ in range(3):
-        times.append(timed("POST", f"{base}/predict", bodies["predict_10k"], timeout=120))
-    result.big_predict_s = statistics.median(times)
     return result
+
+
+def measure_point(server: Server, lg: LoadGen, mode: Mode, conns: int) -> Point:
+    pids = server.proc.tree()
+    busy0, cpu0, t0 = core_busy_seconds(SERVER_CPU), cpu_seconds(pids), time.monotonic()
+    load = lg.run(f"{server.url}/predict", "predict", conns=conns, seconds=mode.seconds)
+    wall = time.monotonic() - t0
+    used = cpu_seconds(server.proc.tree()) - cpu0
+    others = max(0.0, core_busy_seconds(SERVER_CPU) - busy0 - used) / wall
+    return Point(conns, load, used / wall, others)
+
+
+def measure_protocols(
+    servers: list[Server], lg: LoadGen, mode: Mode, bodies: dict[str, bytes]
+) -> list[Protocol]:
+    """Every server started at once (idle ones cost nothing), then rounds: in each round every
+    concurrency, every server back to back. This machine's speed drifts by up to 2x within a
+    minute, so figures of one system measured minutes apart from another's would compare the
+    drift; ratios are taken within a round (`Protocol.rounds`), and each point keeps its best
+    round."""
+    results = [prepare_protocol(server, lg, mode, bodies) for server in servers]
+    for round_no in range(mode.rounds):
+        for conns in CONCURRENCIES:
+            for server, result in zip(servers, results, strict=True):
+                print(f"bench:   round {round_no + 1}, c={conns}, {server.name}", flush=True)
+                point = measure_point(server, lg, mode, conns)
+                result.rounds.setdefault(conns, []).append(point.load.rps)
+                best = result.points.get(conns)
+                if best is None or point.load.rps > best.load.rps:
+                    result.points[conns] = point
+    for server, result in zip(servers, results, strict=True):
+        result.after_load = Memory.of(server.proc)
+        times = [
+            timed("POST", f"{server.url}/predict", bodies["predict_10k"], timeout=120)
+            for _ in range(3)
+        ]
+        result.big_predict_s = statistics.median(times)
+    return results
 
 
 # --- batch throughput ------------------------------------------------------------------------
@@ -263,6 +285,8 @@ class Batch:
     client_abulk_tps: float = 0.0  # AsyncMLBackendClient.predict_batches
     client_abulk_cpu_tps: float = 0.0
     bulk_concurrency: int = 0  # predict_batches' default requests in flight
+    #: per round: AsyncMLBackendClient.predict_batches / the in-process run of that round
+    abulk_shares: list[float] = field(default_factory=list)
     memory_ready: Memory | None = None
     memory_after: Memory | None = None
 
@@ -384,9 +408,11 @@ def client_abulk(url: str, tasks: list[dict[str, Any]], project: str, config_tex
     return asyncio.run(main())
 
 
-def measure_batch(procs: Procs, requests: dict[str, Any]) -> Batch:
-    """In-process, then the connector's ways, then in-process again: the model's rate is the
-    mean of the two runs that bracket the connector's (the machine's load drifts)."""
+def measure_batch(procs: Procs, requests: dict[str, Any], rounds: int) -> Batch:
+    """Rounds of: the model in process, then each of the connector's ways. This machine's
+    speed drifts by up to 2x within a minute (other tenants of the host), so each way is
+    compared with the in-process run of its own round, and the medians over rounds are kept:
+    a drift then moves both sides of a ratio together."""
     from labelbridge.client import DEFAULT_CONCURRENCY
 
     config_text = requests["setup"]["schema"]
@@ -394,31 +420,38 @@ def measure_batch(procs: Procs, requests: dict[str, Any]) -> Batch:
     tasks = text_tasks(requests["predict_batch"]["tasks"][0], BATCH_TASKS)
     result = Batch(bulk_concurrency=DEFAULT_CONCURRENCY)
     server = start_labelbridge(procs, SENTIMENT, name="labelbridge-sentiment")
+    ways = (
+        ("sync", client_sync),
+        ("bulk", client_bulk),
+        ("abulk", client_abulk),
+        ("cli", client_cli),
+    )
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in ways}
     try:
         post_json(f"{server.url}/setup", dumps(requests["setup"]))
         time.sleep(0.5)
         result.memory_ready = Memory.of(server.proc)
-        result.inproc_runs.append(inprocess_rates(BATCH_TASKS))
-        ways = (
-            ("sync", client_sync),
-            ("bulk", client_bulk),
-            ("abulk", client_abulk),
-            ("cli", client_cli),
-        )
-        for name, call in ways:
-            cpu0 = cpu_seconds(server.proc.tree())
-            rate = call(server.url, tasks, project, config_text)
-            used = cpu_seconds(server.proc.tree()) - cpu0
-            setattr(result, f"client_{name}_tps", rate)
-            setattr(result, f"client_{name}_cpu_tps", BATCH_TASKS / used if used else 0.0)
+        client_abulk(server.url, tasks[: BATCH_SIZE * 8], project, config_text)  # warm
+        for _ in range(rounds):
+            result.inproc_runs.append(inprocess_rates(BATCH_TASKS))
+            for name, call in ways:
+                cpu0 = cpu_seconds(server.proc.tree())
+                rate = call(server.url, tasks, project, config_text)
+                used = cpu_seconds(server.proc.tree()) - cpu0
+                runs[name].append((rate, BATCH_TASKS / used if used else 0.0))
         result.memory_after = Memory.of(server.proc)
-        result.inproc_runs.append(inprocess_rates(BATCH_TASKS))
     finally:
         procs.stop(server.proc)
-    runs = result.inproc_runs
-    result.inproc_batch_tps = statistics.mean(r["batch_tps"] for r in runs)
-    result.inproc_batch_cpu_tps = statistics.mean(r["batch_cpu_tps"] for r in runs)
-    result.inproc_one_call_tps = statistics.mean(r["one_call_tps"] for r in runs)
+    inproc = result.inproc_runs
+    result.inproc_batch_tps = statistics.median(r["batch_tps"] for r in inproc)
+    result.inproc_batch_cpu_tps = statistics.median(r["batch_cpu_tps"] for r in inproc)
+    result.inproc_one_call_tps = statistics.median(r["one_call_tps"] for r in inproc)
+    for name, values in runs.items():
+        setattr(result, f"client_{name}_tps", statistics.median(v[0] for v in values))
+        setattr(result, f"client_{name}_cpu_tps", statistics.median(v[1] for v in values))
+    result.abulk_shares = [
+        rate / run["batch_tps"] for (rate, _), run in zip(runs["abulk"], inproc, strict=True)
+    ]
     return result
 
 
@@ -613,26 +646,37 @@ def _rps(p: Protocol | None, conns: int) -> float | None:
     return p.points[conns].load.rps if p and conns in p.points else None
 
 
+def round_ratio(a: Protocol | None, b: Protocol | None, conns: int) -> float | None:
+    """Median over rounds of a's req/s / b's req/s in the same round."""
+    if not a or not b or not a.rounds.get(conns) or not b.rounds.get(conns):
+        return None
+    pairs = zip(a.rounds[conns], b.rounds[conns], strict=True)
+    return statistics.median(x / y for x, y in pairs if y)
+
+
 def evaluate(report: Report) -> list[Target]:
     ours = report.find("labelbridge")
     sdk = report.find(f"label-studio-ml {SDK_ANCHOR_VERSION}") or report.find("label-studio-ml")
     floor = report.find("floor")
     targets: list[Target] = []
     ours64, sdk64, floor64 = _rps(ours, 64), _rps(sdk, 64), _rps(floor, 64)
-    if ours64 and sdk64:
+    vs_sdk, floor_vs = round_ratio(ours, sdk, 64), round_ratio(floor, ours, 64)
+    rounds = f"median of {report.mode.rounds} rounds' ratios"
+    if ours64 and sdk64 and vs_sdk:
         targets.append(
             Target(
                 "/predict req/s at c=64 ≥ 3x the public SDK's",
-                f"{ours64 / sdk64:.2f}x ({fmt(ours64)} vs {fmt(sdk64)})",
-                ours64 >= 3 * sdk64,
+                f"{vs_sdk:.2f}x ({rounds}; best rounds {fmt(ours64)} vs {fmt(sdk64)})",
+                vs_sdk >= 3,
             )
         )
-    if ours64 and floor64:
+    if ours64 and floor64 and floor_vs:
         targets.append(
             Target(
                 "/predict req/s at c=64 within 1.5x of the floor",
-                f"floor is {floor64 / ours64:.2f}x ours ({fmt(floor64)} vs {fmt(ours64)})",
-                floor64 <= 1.5 * ours64,
+                f"floor is {floor_vs:.2f}x ours ({rounds}; best rounds {fmt(floor64)} vs "
+                f"{fmt(ours64)})",
+                floor_vs <= 1.5,
             )
         )
     if ours and 8 in ours.points:
@@ -640,13 +684,16 @@ def evaluate(report: Report) -> list[Target]:
         targets.append(Target("/predict p99 at c=8 < 20 ms", f"{p99:.2f} ms", p99 < 20))
     if report.batch and report.batch.inproc_batch_tps:
         b = report.batch
-        share = b.client_abulk_tps / b.inproc_batch_tps
+        share = statistics.median(b.abulk_shares) if b.abulk_shares else 0.0
+        rounds = ", ".join(f"{s:.0%}" for s in b.abulk_shares)
         targets.append(
             Target(
                 "batch through the connector (AsyncMLBackendClient.predict_batches, "
                 f"{b.bulk_concurrency} in flight: what `labelbridge predict` runs) "
                 "≥ 70% of in-process predict()",
-                f"{share:.0%} ({fmt(b.client_abulk_tps)} vs {fmt(b.inproc_batch_tps)} tasks/s)",
+                f"{share:.0%}: median of the rounds' ratios to their own in-process run "
+                f"({rounds}); medians {fmt(b.client_abulk_tps)} vs "
+                f"{fmt(b.inproc_batch_tps)} tasks/s",
                 share >= 0.7,
             )
         )
@@ -691,19 +738,24 @@ def protocol_lines(report: Report, sdk: Protocol | None, floor: Protocol | None)
         "",
         "### Protocol overhead: POST /predict, one task as Label Studio 1.23.2 sends it",
         "",
-        "| system | conc. | req/s | p50 ms | p99 ms | server CPU | others on its core "
-        "| req per CPU-s | req/s vs SDK | req/s vs floor |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"Each row: the best of {report.mode.rounds} rounds; the ratios are medians of the "
+        "rounds' own ratios (each round measures every system back to back).",
+        "",
+        "| system | conc. | req/s (best round) | p50 ms | p99 ms | server CPU | others on its "
+        "core | req per CPU-s | req/s vs SDK | req/s vs floor | req/s of each round |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for proto in report.protocol:
         for conns, point in proto.points.items():
             load = point.load
             errors = f" ({load.errors} errors)" if load.errors else ""
+            vs_sdk, vs_floor = round_ratio(proto, sdk, conns), round_ratio(proto, floor, conns)
+            each = ", ".join(fmt(r) for r in proto.rounds.get(conns, []))
             lines.append(
                 f"| {proto.system} | {conns} | {fmt(load.rps)}{errors} | {load.p50_ms:.2f} | "
                 f"{load.p99_ms:.2f} | {point.cpu:.0%} | {point.others:.0%} | "
-                f"{fmt(point.per_cpu_second)} | {ratio(load.rps, _rps(sdk, conns))} | "
-                f"{ratio(load.rps, _rps(floor, conns))} |"
+                f"{fmt(point.per_cpu_second)} | {f'{vs_sdk:.2f}x' if vs_sdk else '—'} | "
+                f"{f'{vs_floor:.2f}x' if vs_floor else '—'} | {each} |"
             )
     lines += [
         "",
@@ -722,8 +774,8 @@ def protocol_lines(report: Report, sdk: Protocol | None, floor: Protocol | None)
 def render(report: Report) -> str:
     m = report.mode
     lines = [
-        f"## labelbridge benchmark ({m.name}: {m.seconds:g} s per point, "
-        f"{m.repeat} run(s), best kept) — {report.started}",
+        f"## labelbridge benchmark ({m.name}: {m.seconds:g} s per point, {m.rounds} rounds "
+        f"interleaving the systems, best round shown, ratios per round) — {report.started}",
         "",
         f"{os.cpu_count()} cores ({platform.processor() or platform.machine()}), servers pinned "
         f"to cpu 0, load generator and clients to cpu 1, loopback; load generator: "
@@ -740,15 +792,19 @@ def render(report: Report) -> str:
     if report.batch:
         b = report.batch
         spread = ", ".join(f"{fmt(r['batch_tps'])}" for r in b.inproc_runs)
+        count = len(b.inproc_runs)
         lines += [
             "",
             f"### Batch throughput: {BATCH_TASKS:,} text tasks, examples/sentiment, batches of "
             f"{BATCH_SIZE}",
             "",
+            f"Medians of {count} rounds (each round: the model in process, then every way "
+            "through the server), as this machine's speed drifts within a minute.",
+            "",
             "| path | tasks/s | vs in-process | tasks per server CPU-s | vs in-process |",
             "|---|---:|---:|---:|---:|",
             f"| in process: model.predict(), batches of {BATCH_SIZE}, on the server's core "
-            f"(the model's limit; runs: {spread}) | {fmt(b.inproc_batch_tps)} | 1.00x | "
+            f"(the model's limit; rounds: {spread}) | {fmt(b.inproc_batch_tps)} | 1.00x | "
             f"{fmt(b.inproc_batch_cpu_tps)} | 1.00x |",
             f"| in process: model.predict(), all {BATCH_TASKS:,} in one call | "
             f"{fmt(b.inproc_one_call_tps)} | {ratio(b.inproc_one_call_tps, b.inproc_batch_tps)} "
@@ -1033,7 +1089,13 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="3 s per load point instead of 10 s")
-    parser.add_argument("--repeat", type=int, default=1, help="runs per load point; best kept")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds of every load point over all systems (best kept, ratios per round); "
+        "the batch section runs max(3, this) rounds",
+    )
     parser.add_argument(
         "--only",
         default="protocol,batch,pressure",
@@ -1060,7 +1122,7 @@ def main(argv: list[str] | None = None) -> int:
         quick=args.quick,
         seconds=3.0 if args.quick else 10.0,
         warmup=1.0 if args.quick else 2.0,
-        repeat=max(1, args.repeat),
+        rounds=max(1, args.rounds),
     )
     sections = {s.strip() for s in args.only.split(",") if s.strip()}
     for pair in args.lb_env:
@@ -1130,13 +1192,16 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 )
             starters.append(("floor", lambda: start_floor(procs)))
-            for label, starter in starters:
-                print(f"bench: protocol overhead, {label} ...", flush=True)
-                server = starter()
-                try:
-                    result = measure_protocol(server, lg, mode, bodies)
-                finally:
+            servers: list[tuple[str, Server]] = []
+            try:
+                for label, starter in starters:
+                    print(f"bench: protocol overhead, starting {label} ...", flush=True)
+                    servers.append((label, starter()))
+                results = measure_protocols([srv for _, srv in servers], lg, mode, bodies)
+            finally:
+                for _, server in servers:
                     procs.stop(server.proc)
+            for (label, _), result in zip(servers, results, strict=True):
                 result.system = label
                 if label.startswith("label-studio-ml"):
                     version = label.split()[-1]
@@ -1144,7 +1209,7 @@ def main(argv: list[str] | None = None) -> int:
                 report.protocol.append(result)
         if "batch" in sections:
             print("bench: batch throughput ...", flush=True)
-            report.batch = measure_batch(procs, requests)
+            report.batch = measure_batch(procs, requests, rounds=max(3, mode.rounds))
         if "pressure" in sections:
             print("bench: under pressure, labelbridge ...", flush=True)
             report.pressure.append(measure_pressure_labelbridge(procs, lg, mode, requests))

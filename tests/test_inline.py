@@ -201,3 +201,24 @@ def test_threads_1_keeps_every_call_in_the_pool(tmp_path: Path) -> None:
     """THREADS=1 promises predict() one call at a time: an inline call could run beside a
     pool call, so none runs inline."""
     assert set(_threads_of(Fast, tmp_path, threads=1)) == {"labelbridge-call"}
+
+
+def test_a_call_that_mostly_waits_stays_in_the_pool_however_short() -> None:
+    """A model that asks another server: 1 ms per call, nearly all of it waiting. Inline, each
+    wait would stall the loop; in the pool the waits overlap."""
+    cost = InlineCost(10.0)
+    cost.record(0.001, 1, inline=False, cpu_seconds=0.000_05)
+    assert not cost.allows(1)
+    for _ in range(30):
+        cost.record(0.001, 1, inline=False, cpu_seconds=0.000_95)  # computing after all
+    assert cost.allows(1)
+
+
+class Waits(_Recording):
+    seconds = 0.002  # under the limit, but asleep
+    threads: list[str] = []
+
+
+def test_a_model_that_waits_stays_in_the_pool_in_a_real_server(tmp_path: Path) -> None:
+    assert set(_threads_of(Waits, tmp_path, inline_predict_ms=10)) == {"labelbridge-call"}
+    assert all(name != "labelbridge-call" for name in _threads_of(Fast, tmp_path)[1:])

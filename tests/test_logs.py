@@ -46,6 +46,9 @@ def test_production_logs_in_uwsgi_and_rq_with_job_ids_and_masked_debug_bodies(
         assert states == ["finished"] * 3, server.out()
         metrics = httpx.get(f"{server.url}/metrics", timeout=5).text
         assert 'labelbridge_jobs{state="finished"} 3' in metrics, metrics
+        # each worker took its heap out of garbage collection once the model loaded (_gc)
+        frozen = re.findall(r"^labelbridge_gc_frozen_objects\{worker=.*\} (\S+)$", metrics, re.M)
+        assert len(frozen) == 2 and all(float(n) > 10_000 for n in frozen), metrics
     assert not (backend / "logs").exists(), "LOG_DIR must override <backend>/logs"
     runtime = (log_dir / "uwsgi.log").read_text()
     training = (log_dir / "rq.log").read_text()

@@ -13,7 +13,9 @@ parsed together, predicted together, answered together. Measured on the real ser
 or the thread pool, at every concurrency: the same code stays hot in the CPU's caches.
 
 The cost is measured wherever the call ran: predict() and the checking of its answer, as both
-hold up the loop when inline (see InlineCost for the two averages kept). A model that is
+hold up the loop when inline (see InlineCost for the two averages kept). A call that spends
+most of its time waiting rather than computing (a model that asks another server) stays in
+the pool however short: inline, its waits would not overlap. A model that is
 fast most of the time but sometimes slow (an asset download on a cache miss, a new version to
 load) would block the loop when the slow call runs inline: after such a surprise (a call over
 SURPRISE times the limit) inline is off for a while, the pause doubling each time (up to
@@ -36,6 +38,11 @@ ALPHA = 0.2
 SURPRISE = 10.0
 FIRST_PAUSE = 5.0
 MAX_PAUSE = 600.0
+#: ... and so does one over this many seconds, whatever the limit (/health's p99 target)
+SURPRISE_CAP = 0.05
+#: a model whose calls spend less of their time on the CPU than this mostly waits (network,
+#: sleeps, another process): in the pool such waits overlap, inline each would stall the loop
+MIN_CPU_SHARE = 0.2
 #: one loop callback runs queued calls for at most this long, then lets I/O in (/health)
 TURN_BUDGET = 0.005
 
@@ -52,6 +59,7 @@ class InlineCost:
         self.limit = limit_ms / 1000.0
         self.single: float | None = None  # seconds per one-task call
         self.per_task: float | None = None  # seconds per task, in calls of several tasks
+        self.cpu_share: float | None = None  # CPU time of the calling thread / wall time
         self.paused_until = 0.0  # time.monotonic()
         self.pauses = 0
         self._lock = threading.Lock()
@@ -67,20 +75,29 @@ class InlineCost:
             expected = None if unit is None else unit * tasks
         if expected is None or expected > self.limit:
             return False
+        if self.cpu_share is not None and self.cpu_share < MIN_CPU_SHARE:
+            return False
         return not self.paused_until or time.monotonic() >= self.paused_until
 
     def disable(self) -> None:
         """Never inline again (a predict() that cannot run on the event loop's thread)."""
         self.limit = 0.0
 
-    def record(self, seconds: float, tasks: int, *, inline: bool) -> None:
-        """One call took `seconds` for `tasks` tasks."""
+    def record(
+        self, seconds: float, tasks: int, *, inline: bool, cpu_seconds: float | None = None
+    ) -> None:
+        """One call took `seconds` for `tasks` tasks, `cpu_seconds` of them on its thread's
+        CPU (a pool call's wall time also holds its waits for the GIL: its share then reads
+        low, which errs towards the pool)."""
         with self._lock:
             if tasks <= 1:
                 self.single = _moved(self.single, seconds)
             else:
                 self.per_task = _moved(self.per_task, seconds / tasks)
-            if inline and self.limit > 0 and seconds > SURPRISE * self.limit:
+            if cpu_seconds is not None and seconds > 0:
+                self.cpu_share = _moved(self.cpu_share, min(cpu_seconds / seconds, 1.0))
+            surprise = min(SURPRISE * self.limit, SURPRISE_CAP)
+            if inline and self.limit > 0 and seconds > surprise:
                 pause = min(FIRST_PAUSE * 2.0**self.pauses, MAX_PAUSE)
                 self.pauses += 1
                 self.paused_until = time.monotonic() + pause

@@ -143,12 +143,28 @@ def check_model_class(ref: str | Path, class_name: str | None = None) -> None:
 
 def _as_model(cls: type) -> type[Model]:
     if isinstance(cls, type) and issubclass(cls, Model):
+        _check_class_settings(cls)
         return cls
     if any(base.__name__ == "LabelStudioMLBase" for base in cls.__mro__):
         from labelbridge.compat import wrap_sdk_model
 
         return wrap_sdk_model(cls)
     raise BadRequest(f"{cls!r} is not a labelbridge Model")
+
+
+def _check_class_settings(cls: type[Model]) -> None:
+    """Class attributes the server reads later (a training job, /health): wrong ones fail at
+    start-up with the attribute named, not inside the first training job."""
+    needed = cls.min_annotations
+    if needed is not None and (
+        not isinstance(needed, int) or isinstance(needed, bool) or needed < 0
+    ):
+        raise BadRequest(
+            f"{cls.__name__}.min_annotations must be a whole number >= 0 or None, got {needed!r}",
+            field="min_annotations",
+            fix="set min_annotations = 10 (say) on the class, or leave it out to use "
+            "MIN_ANNOTATIONS_TO_TRAIN",
+        )
 
 
 def describe_missing_requirements(backend_dir: Path) -> list[str]:

@@ -34,6 +34,7 @@ from labelbridge._gate import (
     parse_raw,
     unexpected_error,
 )
+from labelbridge._gc import tune_for_serving
 from labelbridge._pool import close_pool, pool_for
 from labelbridge.errors import LabelBridgeError
 from labelbridge.metrics import SharedMetrics
@@ -255,9 +256,11 @@ def create_app(backends: Backend | Mapping[str, Backend]) -> FastAPI:
     rings = {prefix: RequestRing() for prefix in mounted}
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> Any:
+    async def lifespan(this: FastAPI) -> Any:
         for backend in mounted.values():
             backend.start()
+        if getattr(this.state, "serving_process", False):
+            tune_for_serving(mounted.values())  # a worker process of its own (see _gc)
         for sharer in shared.values():
             sharer.start()
         if os.environ.get(REPLACEMENT_ENV) == "1":
@@ -373,5 +376,8 @@ def app_from_env() -> FastAPI:
     if spec.get("backends"):  # several models, each under /<name> (see labelbridge.multi)
         from labelbridge.multi import build_multi_app
 
-        return build_multi_app(spec["backends"], settings)
-    return build_app(spec["target"], settings, class_name=spec.get("class_name"))
+        app = build_multi_app(spec["backends"], settings)
+    else:
+        app = build_app(spec["target"], settings, class_name=spec.get("class_name"))
+    app.state.serving_process = True  # the process is ours alone: its GC may be tuned
+    return app

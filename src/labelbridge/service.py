@@ -191,6 +191,10 @@ class Backend:
                 self.load_seconds,
             )
 
+    def wait_loaded(self, timeout: float) -> bool:
+        """Wait until the model loaded or failed to; False if `timeout` passed first."""
+        return self._ready.wait(timeout)
+
     def wait_ready(self, timeout: float | None = None) -> Model:
         if self.model is not None:
             return self.model
@@ -437,14 +441,23 @@ class Backend:
     ) -> dict[str, Any]:
         """The model's predict(), then its answer normalized and checked against the config."""
         version = context.model_version
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), time.thread_time()
+
+        def record() -> None:
+            self.inline.record(
+                time.perf_counter() - began,
+                len(tasks),
+                inline=inline,
+                cpu_seconds=time.thread_time() - cpu,
+            )
+
         try:
             raw = model.predict(tasks, context)
         except LabelBridgeError:
-            self.inline.record(time.perf_counter() - began, len(tasks), inline=inline)
+            record()
             raise
         except Exception as exc:
-            self.inline.record(time.perf_counter() - began, len(tasks), inline=inline)
+            record()
             raise ModelError(
                 f"predict() raised {type(exc).__name__}: {exc}",
                 traceback=traceback.format_exc() if self.settings.debug else None,
@@ -454,7 +467,7 @@ class Backend:
             return self._checked(raw, tasks, config, version, took, dropped)
         finally:
             # the whole call (checking a large answer costs too), as it holds up the loop
-            self.inline.record(time.perf_counter() - began, len(tasks), inline=inline)
+            record()
 
     def _checked(
         self,

@@ -79,10 +79,12 @@ class Settings(BaseSettings):
         "(and none inline, see INLINE_PREDICT_MS).",
     )
     inline_predict_ms: float = Field(
-        2.0,
+        10.0,
         ge=0,
-        description="A model whose predict() measures under this many ms per request runs on "
-        "the event loop, not in a thread (faster for fast models); 0: always in a thread.",
+        description="A model whose predict() measures under this many ms per request, and "
+        "spends its time computing rather than waiting, runs on the event loop, not in a "
+        "thread (no GIL hand-offs: faster for small requests and CPU-bound batches); "
+        "0: always in a thread.",
     )
     access_log: bool = Field(
         False,
@@ -190,7 +192,9 @@ class Settings(BaseSettings):
 
     # --- assets
     asset_cache_dir: Path | None = Field(
-        None, description="Download cache for task assets; default `<model_dir>/.assets`."
+        None,
+        description="Download cache for task assets; default `<model_dir>/.assets`. Set, it is "
+        "one folder (and one size bound) for every backend of a multi-backend server.",
     )
     asset_cache_max_bytes: int = Field(
         2 * 1024**3,
@@ -198,8 +202,9 @@ class Settings(BaseSettings):
         description="Size bound of the asset cache, shared by all processes: past it the least "
         "recently used assets are removed, down to 90% (never one used in the last 5 minutes). "
         "2 GiB: thousands of images, yet fits a small container disk. 0: unbounded. With "
-        "several backends (`labelbridge start a=.. b=..`) each has its own cache "
-        "(`<model_dir>/<name>/.assets`) and its own bound: the disk holds up to their sum.",
+        "several backends (`labelbridge start a=.. b=..`) and no ASSET_CACHE_DIR, each has its "
+        "own cache (`<model_dir>/<name>/.assets`) and its own bound: the disk holds up to "
+        "their sum.",
     )
     asset_max_bytes: int = Field(200 * 1024 * 1024, ge=1, description="Largest asset downloaded.")
     asset_timeout: float = Field(30.0, gt=0, description="Seconds per asset download.")

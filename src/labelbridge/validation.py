@@ -119,33 +119,40 @@ def split_valid(
 def _check_prediction(
     config: LabelConfig, prediction: Any, task_index: int | None, task_id: Any, clean: bool = False
 ) -> tuple[list[Problem], Any]:
-    def problem(name: str, message: str) -> None:
-        problems.append(Problem(task_index, task_id, None, name, message))
-
     problems: list[Problem] = []
     if not isinstance(prediction, dict):
-        problem("prediction", f"must be an object with a result list, got {_show(prediction)}")
+        message = f"must be an object with a result list, got {_show(prediction)}"
+        problems.append(Problem(task_index, task_id, None, "prediction", message))
         return problems, {"result": []}
-    fixes: dict[str, Any] = {}
+    fixes: dict[str, Any] | None = None
     score = prediction.get("score")
-    if score is not None:
+    # the common case first: a float in 0..1 (NaN and infinities fail the comparison)
+    if score is not None and not (type(score) is float and 0.0 <= score <= 1.0):
+        fixes = {}
         if not _is_number(score):
             fixes["score"] = None
-            problem("score", f"must be a finite number, got {_show(score)}")
+            message = f"must be a finite number, got {_show(score)}"
+            problems.append(Problem(task_index, task_id, None, "score", message))
         elif not 0 <= score <= 1:
             fixes["score"] = None
-            problem("score", f"{score} is outside 0..1 (Label Studio refuses such predictions)")
+            message = f"{score} is outside 0..1 (Label Studio refuses such predictions)"
+            problems.append(Problem(task_index, task_id, None, "score", message))
     version = prediction.get("model_version")
     if version is not None and not isinstance(version, str):
+        fixes = fixes if fixes is not None else {}
         fixes["model_version"] = str(version)
-        problem("model_version", f"must be a string, got {_show(version)}")
+        message = f"must be a string, got {_show(version)}"
+        problems.append(Problem(task_index, task_id, None, "model_version", message))
     result = prediction.get("result", _MISSING)
     if not isinstance(result, list):
+        fixes = fixes if fixes is not None else {}
         fixes["result"] = []
-        problem("result", f"must be a list of result items, got {_show(result)}")
+        message = f"must be a list of result items, got {_show(result)}"
+        problems.append(Problem(task_index, task_id, None, "result", message))
     else:
         bad = _check_result(config, result, task_index, task_id, problems)
         if bad:
+            fixes = fixes if fixes is not None else {}
             fixes["result"] = [item for i, item in enumerate(result) if i not in bad]
     if not clean or not fixes:
         return problems, prediction
@@ -331,8 +338,10 @@ class _Ctx:
     def labels(self, key: str, allowed: frozenset[str] | None = None, own: bool = True) -> bool:
         """`value[key]` is a non-empty list of the control's labels (or of `allowed`, None
         meaning any); True when it is at least a list of strings."""
-        labels = self.get(key)
-        if not _str_list(labels, f"{self.prefix}.{key}", self.issues):
+        labels = self.value.get(key, _MISSING)
+        well_formed = type(labels) is list and labels and all(type(x) is str for x in labels)
+        # the message's field name is built only when there is something to say
+        if not well_formed and not _str_list(labels, f"{self.prefix}.{key}", self.issues):
             return False
         control = self.control
         if own:

@@ -48,13 +48,15 @@ def test_password_is_masked_in_messages() -> None:
 
 
 def test_health_says_when_no_worker_listens(rq_harness: Harness) -> None:
-    queue = RQJobQueue(rq_harness.settings())
+    queue = open_queue(rq_harness.settings(), rq_harness.backend)
+    assert isinstance(queue, RQJobQueue)
     rq_harness.queues.append(queue)
     ok, reason = queue.health()
     assert not ok
     assert reason == (
         f"no worker listens on RQ queue {rq_harness.queue_name!r} at {REDIS_URL}: "
-        "start one with `labelbridge worker`"
+        f"start one with `labelbridge worker {rq_harness.backend}` (a server of several "
+        "backends: `labelbridge worker NAME=FOLDER ...`, one pair per backend)"
     )
 
 

@@ -66,3 +66,27 @@ def test_a_marker_naming_a_folder_outside_staging_is_not_followed(tmp_path: Path
     marker.write_text(f"{HOST}\n{finished.pid}\n{victim}", encoding="utf-8")
     assert store.prune("1", keep=5) == []
     assert victim.is_dir() and marker.exists()
+
+
+def test_prune_sweeps_a_killed_delete_and_an_abandoned_copy(tmp_path: Path) -> None:
+    import os
+    import time
+
+    from labelbridge.store import local
+
+    store = LocalModelStore(tmp_path)
+    with store.new_version("1", "m") as staging:
+        (staging.path / "w.txt").write_text("1")
+    root = tmp_path / "projects"
+    trash = root / ".1.deleted-0000abcd"  # a delete killed during its rmtree
+    old_copy = root / ".1.copy-0000abcd"  # a duplicate killed mid-copy, an hour ago
+    live_copy = root / ".1.copy-1111abcd"  # a duplicate copying now
+    other = root / ".12.deleted-0000abcd"  # another project's: its own prune sweeps it
+    for folder in (trash, old_copy, live_copy, other):
+        (folder / "versions").mkdir(parents=True)
+    stale = time.time() - local.COPY_ABANDONED_SECONDS - 60
+    os.utime(old_copy, (stale, stale))
+    assert store.prune("1", keep=5) == []
+    left = sorted(p.name for p in root.iterdir())
+    assert left == [".1.copy-1111abcd", ".12.deleted-0000abcd", "1"]
+    assert [meta.version for meta in store.versions("1")] == ["m-v1"]

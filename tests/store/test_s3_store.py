@@ -112,6 +112,29 @@ def test_a_corrupt_cached_copy_is_downloaded_again(
     assert (store.open_version("1", "m-v1") / "weights.bin").read_bytes() == b"\x00" * 1000
 
 
+def test_killed_downloads_are_swept(s3_client: Any, bucket: str, tmp_path: Path) -> None:
+    import fcntl
+
+    store = s3_store(bucket, tmp_path)
+    for _ in range(2):
+        with store.new_version("1", "m") as staging:
+            (staging.path / "weights.bin").write_bytes(b"\x00" * 100)
+    cached = store.open_version("1", "m-v1").parent
+    killed = [cached / ".m-v1.download-0000abcd", cached / ".m-v1.stale-0000abcd"]
+    busy = cached / ".m-v2.download-1111abcd"  # a download of m-v2 runs now
+    for folder in (*killed, busy):
+        folder.mkdir()
+        (folder / "weights.bin").write_bytes(b"half")
+    with (cached / ".m-v2.lock").open("a") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        assert store.prune("1", keep=5) == []
+        assert [p.name for p in cached.glob(".*-*") if p.is_dir()] == [busy.name]
+    killed[0].mkdir()
+    # opening a version (under its lock) removes that version's killed downloads, no other's
+    assert (store.open_version("1", "m-v2") / "weights.bin").read_bytes() == b"\x00" * 100
+    assert not busy.exists() and killed[0].exists()
+
+
 def test_an_endpoint_without_conditional_writes_is_refused(
     s3_client: Any, bucket: str, tmp_path: Path
 ) -> None:

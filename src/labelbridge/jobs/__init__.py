@@ -60,7 +60,7 @@ def open_queue(
                 f"JOB_QUEUE=rq needs the {exc.name!r} package, which is not installed",
                 fix="pip install 'labelbridge[rq]', or set JOB_QUEUE=embedded",
             ) from exc
-        return RQJobQueue(settings)
+        return RQJobQueue(settings, backend_dir=backend_dir)
     assert settings.model_dir is not None
     if run_scheduler is None:
         run_scheduler = os.environ.get(SCHEDULER_ENV) != "external"

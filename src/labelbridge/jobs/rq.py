@@ -330,8 +330,12 @@ class _Jobs:
 class RQJobQueue:
     """The JobQueue on Redis + RQ (see the module docstring for how it works)."""
 
-    def __init__(self, settings: Settings, *, poll_interval: float = 0.2) -> None:
+    def __init__(
+        self, settings: Settings, *, poll_interval: float = 0.2, backend_dir: Path | None = None
+    ) -> None:
         self.settings = settings
+        #: named in /health's "no worker" hint, so the command it gives can be pasted as is
+        self.backend_dir = backend_dir
         self.url = settings.redis_url
         self.poll_interval = poll_interval
         self.conn = connect(self.url)
@@ -428,9 +432,11 @@ class RQJobQueue:
         except (RedisError, OSError) as exc:
             return False, self._unreachable(exc)
         if workers == 0:
+            folder = f" {self.backend_dir}" if self.backend_dir is not None else ""
             return False, (
                 f"no worker listens on RQ queue {self.settings.rq_queue_name!r} at "
-                f"{mask_url(self.url)}: start one with `labelbridge worker`"
+                f"{mask_url(self.url)}: start one with `labelbridge worker{folder}` (a server "
+                "of several backends: `labelbridge worker NAME=FOLDER ...`, one pair per backend)"
             )
         return True, None
 

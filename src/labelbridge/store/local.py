@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,6 +47,8 @@ from labelbridge.store._common import (
 __all__ = ["LocalModelStore"]
 
 log = logging.getLogger("labelbridge.store")
+#: a duplicate's `.copy-` folder untouched this long belongs to a killed copy
+COPY_ABANDONED_SECONDS = 3600.0
 
 
 def _lock_of(staging: Path) -> Path:
@@ -311,6 +314,7 @@ class LocalModelStore:
         if (self._dir(project) / "versions").is_dir():  # else _lock would create the project
             with self._lock(project):
                 self._sweep_dead_writers(project)
+        self._sweep_trash(project)
         current = self.current_name(project)
         removed = []
         for meta in self.versions(project)[keep:]:
@@ -319,6 +323,23 @@ class LocalModelStore:
             shutil.rmtree(self._dir(project) / "versions" / meta.version, ignore_errors=True)
             removed.append(meta.version)
         return removed
+
+    def _sweep_trash(self, project: str) -> None:
+        """What a killed delete or duplicate left in the store's root: a `.deleted-` folder
+        (renamed away before its removal: gone by intent), and a `.copy-` folder not touched
+        for COPY_ABANDONED_SECONDS (a live copy writes into it: copies take seconds)."""
+        now = time.time()
+        for leftover in self._dir(project).parent.glob(f".{project}.*-*"):
+            kind = leftover.name[len(project) + 2 :].split("-", 1)[0]
+            try:
+                idle = now - leftover.stat().st_mtime
+            except FileNotFoundError:
+                continue
+            if kind == "deleted" or (kind == "copy" and idle > COPY_ABANDONED_SECONDS):
+                shutil.rmtree(leftover, ignore_errors=True)
+                log.info(
+                    "project %s: removed %s, left by a killed %s", project, leftover.name, kind
+                )
 
     def __repr__(self) -> str:
         return f"LocalModelStore({str(self.root)!r})"

@@ -352,12 +352,34 @@ class S3ModelStore:
             finally:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
+    def _sweep_cache_leftovers(self, project: str) -> None:
+        """Download and stale folders of processes killed mid-download (`.<version>.download-`,
+        `.<version>.stale-`): each is made under its version's lock, so one whose lock is
+        free now has no live writer."""
+        parent = self.cache_dir / "projects" / check_name("project", project)
+        with contextlib.suppress(OSError):
+            for item in parent.glob(".*-*"):
+                version, dot, kind = item.name[1:].rpartition(".")
+                if not dot or kind.split("-", 1)[0] not in ("download", "stale"):
+                    continue
+                with (parent / f".{version}.lock").open("a") as handle:
+                    try:
+                        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        continue  # a download of that version runs now
+                    try:
+                        shutil.rmtree(item, ignore_errors=True)
+                    finally:
+                        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
     def open_version(self, project: str, version: str) -> Path:
         meta, raw = self._read_meta(project, version)
         folder = self._cache_folder(project, version)
         with self._cache_lock(folder):
             if _cache_matches(folder, meta, raw):
                 return folder
+            for leftover in folder.parent.glob(f".{version}.download-*"):
+                shutil.rmtree(leftover, ignore_errors=True)  # killed downloads (we hold the lock)
             fresh = folder.with_name(f".{version}.download-{uuid.uuid4().hex[:8]}")
             try:
                 self._download(project, meta, fresh)
@@ -653,6 +675,7 @@ class S3ModelStore:
         """Delete the oldest versions beyond `keep`; never the current one (read fresh). Dead
         writers' leftovers go too (`_sweep_unfinished`); only published versions are returned."""
         self._sweep_dead_stagings()
+        self._sweep_cache_leftovers(project)
         current = self._fresh_current(project)
         doomed = [m.version for m in self.versions(project)[keep:] if m.version != current]
         markers = dict(self._list(self._project_key(project) + "reserved/", stamped=True))
