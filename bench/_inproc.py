@@ -1,11 +1,16 @@
 """The sentiment model's own predict(), called in one process: the physical limit the
 connector's throughput is compared with. run.py runs it pinned to the server's core and reads
-the JSON it prints: tasks/s (wall) and tasks per CPU-second, in batches and in one call."""
+the JSON it prints: tasks/s (wall) and tasks per CPU-second, in batches and in one call.
+
+With --serve it stays up and answers `START COUNT` lines on stdin with one JSON line each (the
+rate on tasks[START:START+COUNT] in batches): run.py alternates such chunks with the
+connector's, so that both sides of a ratio see the same moment of a drifting machine."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from typing import Any
 
@@ -24,6 +29,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tasks", type=int, default=10_000)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--serve", action="store_true")
     args = parser.parse_args()
 
     from labelbridge.label_config import LabelConfig
@@ -44,6 +50,14 @@ def main() -> None:
     size = args.batch_size
     batches = [tasks[i : i + size] for i in range(0, len(tasks), size)]
     predict(batches[0])  # warm
+    if args.serve:
+        print(json.dumps({"ready": True}), flush=True)
+        for line in sys.stdin:
+            start, count = (int(x) for x in line.split())
+            chunk = tasks[start : start + count]
+            wall, cpu = rates(predict, [chunk[i : i + size] for i in range(0, count, size)])
+            print(json.dumps({"batch_tps": wall, "batch_cpu_tps": cpu}), flush=True)
+        return
     batch_wall, batch_cpu = rates(predict, batches)
     one_wall, one_cpu = rates(predict, [tasks])
     print(

@@ -62,6 +62,7 @@ OUT = BENCH / ".out"
 CONCURRENCIES = (1, 8, 64)
 BATCH_TASKS = 10_000
 BATCH_SIZE = 64  # labelbridge predict's default --batch-size (and predict_batches')
+BATCH_CHUNK = 1_250  # tasks per way and round in the batch section
 CLI_CONCURRENCY = 3  # labelbridge predict's default --concurrency
 SLOW_SETUP_SECONDS = 20.0
 RAMP_UP = 1.0  # seconds of /predict load before /health is measured under it
@@ -272,23 +273,28 @@ def measure_protocols(
 # --- batch throughput ------------------------------------------------------------------------
 @dataclass
 class Batch:
-    inproc_batch_tps: float = 0.0  # the model's own predict(), batches of BATCH_SIZE
+    inproc_batch_tps: float = 0.0  # the model's own predict(), batches of BATCH_SIZE (median)
     inproc_batch_cpu_tps: float = 0.0  # the same, tasks per CPU-second
     inproc_one_call_tps: float = 0.0
+    #: the in-process chunk run just before each way's chunk, per round
     inproc_runs: list[dict[str, float]] = field(default_factory=list)
-    client_sync_tps: float = 0.0
-    client_sync_cpu_tps: float = 0.0  # tasks per second of server CPU
-    client_cli_tps: float = 0.0
-    client_cli_cpu_tps: float = 0.0
-    client_bulk_tps: float = 0.0  # MLBackendClient.predict_batches: the path users are told to use
-    client_bulk_cpu_tps: float = 0.0
-    client_abulk_tps: float = 0.0  # AsyncMLBackendClient.predict_batches
-    client_abulk_cpu_tps: float = 0.0
+    #: per way: tasks/s of each round's chunk
+    rates: dict[str, list[float]] = field(default_factory=dict)
+    #: per way: each round's chunk tasks/s divided by the in-process chunk just before it
+    shares: dict[str, list[float]] = field(default_factory=dict)
+    #: per way: tasks per second of server CPU, over all rounds
+    cpu_tps: dict[str, float] = field(default_factory=dict)
+    rounds: int = 0
+    chunk: int = 0
     bulk_concurrency: int = 0  # predict_batches' default requests in flight
-    #: per round: AsyncMLBackendClient.predict_batches / the in-process run of that round
-    abulk_shares: list[float] = field(default_factory=list)
     memory_ready: Memory | None = None
     memory_after: Memory | None = None
+
+    def rate(self, way: str) -> float:
+        return statistics.median(self.rates[way]) if self.rates.get(way) else 0.0
+
+    def share(self, way: str) -> float:
+        return statistics.median(self.shares[way]) if self.shares.get(way) else 0.0
 
 
 def _batches(items: list[Any], size: int) -> Iterator[list[Any]]:
@@ -408,50 +414,76 @@ def client_abulk(url: str, tasks: list[dict[str, Any]], project: str, config_tex
     return asyncio.run(main())
 
 
+class InProcess:
+    """bench/_inproc.py --serve, pinned to the server's core: the model's rate on a chunk."""
+
+    def __init__(self, count: int) -> None:
+        import subprocess
+
+        command = ["taskset", "-c", str(SERVER_CPU), sys.executable, str(BENCH / "_inproc.py")]
+        command += ["--serve", "--tasks", str(count), "--batch-size", str(BATCH_SIZE)]
+        self.proc = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1
+        )
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.stdin, self.stdout = self.proc.stdin, self.proc.stdout
+        json.loads(self.stdout.readline())  # ready
+
+    def run(self, start: int, count: int) -> dict[str, float]:
+        self.stdin.write(f"{start} {count}\n")
+        return dict(json.loads(self.stdout.readline()))
+
+    def close(self) -> None:
+        self.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+#: the connector's ways, in the order of the table
+BATCH_WAYS = ("sync", "bulk", "abulk", "cli")
+
+
 def measure_batch(procs: Procs, requests: dict[str, Any], rounds: int) -> Batch:
-    """Rounds of: the model in process, then each of the connector's ways. This machine's
-    speed drifts by up to 2x within a minute (other tenants of the host), so each way is
-    compared with the in-process run of its own round, and the medians over rounds are kept:
-    a drift then moves both sides of a ratio together."""
+    """Rounds; in each, every way sends a chunk of the tasks right after the model ran the same
+    chunk in process. This machine's speed jumps between levels up to 2x apart every few
+    seconds (bench/NOTES.md, "Noise"), so a ratio is taken between two runs a fraction of a
+    second apart, and the median over rounds is the figure."""
     from labelbridge.client import DEFAULT_CONCURRENCY
 
     config_text = requests["setup"]["schema"]
     project = requests["setup"]["project"]
     tasks = text_tasks(requests["predict_batch"]["tasks"][0], BATCH_TASKS)
-    result = Batch(bulk_concurrency=DEFAULT_CONCURRENCY)
+    chunk = BATCH_CHUNK
+    result = Batch(bulk_concurrency=DEFAULT_CONCURRENCY, rounds=rounds, chunk=chunk)
+    result.inproc_one_call_tps = inprocess_rates(BATCH_TASKS)["one_call_tps"]
+    calls = {"sync": client_sync, "bulk": client_bulk, "abulk": client_abulk, "cli": client_cli}
     server = start_labelbridge(procs, SENTIMENT, name="labelbridge-sentiment")
-    ways = (
-        ("sync", client_sync),
-        ("bulk", client_bulk),
-        ("abulk", client_abulk),
-        ("cli", client_cli),
-    )
-    runs: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in ways}
+    inproc = InProcess(BATCH_TASKS)
+    used = dict.fromkeys(BATCH_WAYS, 0.0)
     try:
         post_json(f"{server.url}/setup", dumps(requests["setup"]))
         time.sleep(0.5)
         result.memory_ready = Memory.of(server.proc)
         client_abulk(server.url, tasks[: BATCH_SIZE * 8], project, config_text)  # warm
-        for _ in range(rounds):
-            result.inproc_runs.append(inprocess_rates(BATCH_TASKS))
-            for name, call in ways:
+        for round_no in range(rounds):
+            start = (round_no * chunk) % (BATCH_TASKS - chunk + 1)
+            part = tasks[start : start + chunk]
+            for way in BATCH_WAYS:
+                baseline = inproc.run(start, chunk)
+                result.inproc_runs.append(baseline)
                 cpu0 = cpu_seconds(server.proc.tree())
-                rate = call(server.url, tasks, project, config_text)
-                used = cpu_seconds(server.proc.tree()) - cpu0
-                runs[name].append((rate, BATCH_TASKS / used if used else 0.0))
+                rate = calls[way](server.url, part, project, config_text)
+                used[way] += cpu_seconds(server.proc.tree()) - cpu0
+                result.rates.setdefault(way, []).append(rate)
+                result.shares.setdefault(way, []).append(rate / baseline["batch_tps"])
         result.memory_after = Memory.of(server.proc)
     finally:
+        inproc.close()
         procs.stop(server.proc)
-    inproc = result.inproc_runs
-    result.inproc_batch_tps = statistics.median(r["batch_tps"] for r in inproc)
-    result.inproc_batch_cpu_tps = statistics.median(r["batch_cpu_tps"] for r in inproc)
-    result.inproc_one_call_tps = statistics.median(r["one_call_tps"] for r in inproc)
-    for name, values in runs.items():
-        setattr(result, f"client_{name}_tps", statistics.median(v[0] for v in values))
-        setattr(result, f"client_{name}_cpu_tps", statistics.median(v[1] for v in values))
-    result.abulk_shares = [
-        rate / run["batch_tps"] for (rate, _), run in zip(runs["abulk"], inproc, strict=True)
-    ]
+    runs = result.inproc_runs
+    result.inproc_batch_tps = statistics.median(r["batch_tps"] for r in runs)
+    result.inproc_batch_cpu_tps = statistics.median(r["batch_cpu_tps"] for r in runs)
+    for way in BATCH_WAYS:
+        result.cpu_tps[way] = rounds * chunk / used[way] if used[way] else 0.0
     return result
 
 
@@ -684,16 +716,16 @@ def evaluate(report: Report) -> list[Target]:
         targets.append(Target("/predict p99 at c=8 < 20 ms", f"{p99:.2f} ms", p99 < 20))
     if report.batch and report.batch.inproc_batch_tps:
         b = report.batch
-        share = statistics.median(b.abulk_shares) if b.abulk_shares else 0.0
-        rounds = ", ".join(f"{s:.0%}" for s in b.abulk_shares)
+        share = b.share("abulk")
+        spread = statistics.quantiles(b.shares["abulk"]) if len(b.shares["abulk"]) > 1 else []
+        quartiles = f", quartiles {spread[0]:.0%}-{spread[2]:.0%}" if spread else ""
         targets.append(
             Target(
                 "batch through the connector (AsyncMLBackendClient.predict_batches, "
                 f"{b.bulk_concurrency} in flight: what `labelbridge predict` runs) "
                 "≥ 70% of in-process predict()",
-                f"{share:.0%}: median of the rounds' ratios to their own in-process run "
-                f"({rounds}); medians {fmt(b.client_abulk_tps)} vs "
-                f"{fmt(b.inproc_batch_tps)} tasks/s",
+                f"{share:.0%}: median over {b.rounds} rounds of a chunk's rate against the "
+                f"in-process run just before it{quartiles}",
                 share >= 0.7,
             )
         )
@@ -791,40 +823,40 @@ def render(report: Report) -> str:
         lines += protocol_lines(report, sdk, floor)
     if report.batch:
         b = report.batch
-        spread = ", ".join(f"{fmt(r['batch_tps'])}" for r in b.inproc_runs)
-        count = len(b.inproc_runs)
         lines += [
             "",
-            f"### Batch throughput: {BATCH_TASKS:,} text tasks, examples/sentiment, batches of "
-            f"{BATCH_SIZE}",
+            f"### Batch throughput: text tasks through examples/sentiment, batches of {BATCH_SIZE}",
             "",
-            f"Medians of {count} rounds (each round: the model in process, then every way "
-            "through the server), as this machine's speed drifts within a minute.",
+            f"{b.rounds} rounds; in each, every way sends {b.chunk:,} tasks right after the model "
+            "ran the same tasks in process (this machine's speed jumps every few seconds, so "
+            "each ratio is taken between two runs a fraction of a second apart); figures are "
+            f"medians over the rounds ({b.rounds * b.chunk:,} tasks per way).",
             "",
-            "| path | tasks/s | vs in-process | tasks per server CPU-s | vs in-process |",
+            "| path | tasks/s | vs in-process (median of rounds) | tasks per server CPU-s | "
+            "vs in-process |",
             "|---|---:|---:|---:|---:|",
             f"| in process: model.predict(), batches of {BATCH_SIZE}, on the server's core "
-            f"(the model's limit; rounds: {spread}) | {fmt(b.inproc_batch_tps)} | 1.00x | "
+            f"(the model's limit) | {fmt(b.inproc_batch_tps)} | 1.00x | "
             f"{fmt(b.inproc_batch_cpu_tps)} | 1.00x |",
-            f"| in process: model.predict(), all {BATCH_TASKS:,} in one call | "
+            f"| in process: model.predict(), all {BATCH_TASKS:,} in one call (one run) | "
             f"{fmt(b.inproc_one_call_tps)} | {ratio(b.inproc_one_call_tps, b.inproc_batch_tps)} "
             "| — | — |",
-            f"| connector: MLBackendClient.predict, batches of {BATCH_SIZE} | "
-            f"{fmt(b.client_sync_tps)} | {ratio(b.client_sync_tps, b.inproc_batch_tps)} | "
-            f"{fmt(b.client_sync_cpu_tps)} | "
-            f"{ratio(b.client_sync_cpu_tps, b.inproc_batch_cpu_tps)} |",
-            f"| connector: MLBackendClient.predict_batches ({b.bulk_concurrency} in flight, "
-            f"threads; the bulk API) | {fmt(b.client_bulk_tps)} | "
-            f"{ratio(b.client_bulk_tps, b.inproc_batch_tps)} | {fmt(b.client_bulk_cpu_tps)} | "
-            f"{ratio(b.client_bulk_cpu_tps, b.inproc_batch_cpu_tps)} |",
-            f"| connector: AsyncMLBackendClient.predict_batches ({b.bulk_concurrency} in flight) | "
-            f"{fmt(b.client_abulk_tps)} | {ratio(b.client_abulk_tps, b.inproc_batch_tps)} | "
-            f"{fmt(b.client_abulk_cpu_tps)} | "
-            f"{ratio(b.client_abulk_cpu_tps, b.inproc_batch_cpu_tps)} |",
-            f"| connector as `labelbridge predict` sends (async, {CLI_CONCURRENCY} in flight) | "
-            f"{fmt(b.client_cli_tps)} | {ratio(b.client_cli_tps, b.inproc_batch_tps)} | "
-            f"{fmt(b.client_cli_cpu_tps)} | {ratio(b.client_cli_cpu_tps, b.inproc_batch_cpu_tps)} |",
         ]
+        names = {
+            "sync": f"connector: MLBackendClient.predict, batches of {BATCH_SIZE}, one at a time",
+            "bulk": f"connector: MLBackendClient.predict_batches ({b.bulk_concurrency} in "
+            "flight, threads; the bulk API)",
+            "abulk": f"connector: AsyncMLBackendClient.predict_batches ({b.bulk_concurrency} "
+            "in flight)",
+            "cli": f"connector as `labelbridge predict` sends (async, {CLI_CONCURRENCY} in flight)",
+        }
+        for way in BATCH_WAYS:
+            if way in b.rates:
+                lines.append(
+                    f"| {names[way]} | {fmt(b.rate(way))} | {b.share(way):.2f}x | "
+                    f"{fmt(b.cpu_tps[way])} | "
+                    f"{ratio(b.cpu_tps[way], b.inproc_batch_cpu_tps)} |"
+                )
     lb = next((p for p in report.pressure if p.system == "labelbridge"), None)
     base = next((p for p in report.pressure if p.system != "labelbridge"), None)
     if lb:
@@ -1093,8 +1125,7 @@ def main(argv: list[str] | None = None) -> int:
         "--rounds",
         type=int,
         default=3,
-        help="rounds of every load point over all systems (best kept, ratios per round); "
-        "the batch section runs max(3, this) rounds",
+        help="rounds of every protocol load point over all systems (best kept, ratios per round)",
     )
     parser.add_argument(
         "--only",
@@ -1209,7 +1240,7 @@ def main(argv: list[str] | None = None) -> int:
                 report.protocol.append(result)
         if "batch" in sections:
             print("bench: batch throughput ...", flush=True)
-            report.batch = measure_batch(procs, requests, rounds=max(3, mode.rounds))
+            report.batch = measure_batch(procs, requests, rounds=8 if args.quick else 16)
         if "pressure" in sections:
             print("bench: under pressure, labelbridge ...", flush=True)
             report.pressure.append(measure_pressure_labelbridge(procs, lg, mode, requests))

@@ -43,6 +43,9 @@ SURPRISE_CAP = 0.05
 #: a model whose calls spend less of their time on the CPU than this mostly waits (network,
 #: sleeps, another process): in the pool such waits overlap, inline each would stall the loop
 MIN_CPU_SHARE = 0.2
+#: an inline call's CPU time is read on one call in this many (the thread-CPU clock is a
+#: system call, ~0.7 us); pool calls are always read
+CPU_SAMPLE_EVERY = 8
 #: one loop callback runs queued calls for at most this long, then lets I/O in (/health)
 TURN_BUDGET = 0.005
 
@@ -62,7 +65,15 @@ class InlineCost:
         self.cpu_share: float | None = None  # CPU time of the calling thread / wall time
         self.paused_until = 0.0  # time.monotonic()
         self.pauses = 0
+        self._calls = 0
         self._lock = threading.Lock()
+
+    def samples_cpu(self, inline: bool) -> bool:
+        """Whether this call's CPU time should be read (see CPU_SAMPLE_EVERY)."""
+        if not inline:
+            return True
+        self._calls += 1  # a race between threads costs a sample, nothing else
+        return self._calls % CPU_SAMPLE_EVERY == 0
 
     def allows(self, tasks: int) -> bool:
         """Whether a call with this many tasks is expected to finish inside the limit."""

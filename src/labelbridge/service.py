@@ -441,14 +441,15 @@ class Backend:
     ) -> dict[str, Any]:
         """The model's predict(), then its answer normalized and checked against the config."""
         version = context.model_version
-        began, cpu = time.perf_counter(), time.thread_time()
+        sample = self.inline.samples_cpu(inline)
+        began, cpu = time.perf_counter(), time.thread_time() if sample else 0.0
 
         def record() -> None:
             self.inline.record(
                 time.perf_counter() - began,
                 len(tasks),
                 inline=inline,
-                cpu_seconds=time.thread_time() - cpu,
+                cpu_seconds=time.thread_time() - cpu if sample else None,
             )
 
         try:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from labelbridge._proc_util import HOSTNAME as HOST
 from labelbridge.store import LocalModelStore
 
@@ -90,3 +92,33 @@ def test_prune_sweeps_a_killed_delete_and_an_abandoned_copy(tmp_path: Path) -> N
     left = sorted(p.name for p in root.iterdir())
     assert left == [".1.copy-1111abcd", ".12.deleted-0000abcd", "1"]
     assert [meta.version for meta in store.versions("1")] == ["m-v1"]
+
+
+def test_a_publish_by_another_process_is_seen_within_the_recheck_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from labelbridge.store import local
+
+    reader, writer = LocalModelStore(tmp_path), LocalModelStore(tmp_path)  # as two processes
+    with writer.new_version("1", "m"):
+        pass
+    assert reader.current_name("1") == "m-v1"
+    with writer.new_version("1", "m"):
+        pass
+    assert writer.current_name("1") == "m-v2"  # the writer's own publish: at once
+    time.sleep(local.CURRENT_RECHECK_SECONDS * 2)
+    assert reader.current_name("1") == "m-v2"  # another's: after at most the interval
+    calls: list[str] = []
+    real_stat = local.os.stat
+
+    def counting_stat(path: str) -> object:
+        calls.append(path)
+        return real_stat(path)
+
+    monkeypatch.setattr(local.os, "stat", counting_stat)
+    for _ in range(100):
+        reader.current_name("1")
+    monkeypatch.undo()
+    assert len(calls) < 10, f"{len(calls)} stat() calls for 100 back-to-back look-ups"

@@ -47,6 +47,8 @@ from labelbridge.store._common import (
 __all__ = ["LocalModelStore"]
 
 log = logging.getLogger("labelbridge.store")
+#: how long a looked-up `current` is trusted before the next stat() (see current_name)
+CURRENT_RECHECK_SECONDS = 0.002
 #: a duplicate's `.copy-` folder untouched this long belongs to a killed copy
 COPY_ABANDONED_SECONDS = 3600.0
 
@@ -78,7 +80,8 @@ class LocalModelStore:
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
         (self.root / "projects").mkdir(parents=True, exist_ok=True)
-        self._current_cache: dict[str, tuple[int, str | None]] = {}
+        #: project -> (mtime of `current`, its name, time.monotonic() of the stat)
+        self._current_cache: dict[str, tuple[int, str | None, float]] = {}
         self._current_paths: dict[str, str] = {}
 
     # --- paths and locks
@@ -116,9 +119,15 @@ class LocalModelStore:
 
     # --- versions
     def current_name(self, project: str) -> str | None:
-        """One stat() per call (another process may publish at any time); the file is read
-        again only when its mtime changed. Paths are kept as strings: building them with
-        pathlib cost more than the stat on every /predict."""
+        """At most one stat() per CURRENT_RECHECK_SECONDS (another process may publish at any
+        time; 2 ms later is as good as at once, and at thousands of requests per second it
+        spares most stats); the file is read again only when its mtime changed. A write from
+        this process is seen at once. Paths are kept as strings: building them with pathlib
+        cost more than the stat on every /predict."""
+        now = time.monotonic()
+        cached = self._current_cache.get(project)
+        if cached is not None and now - cached[2] < CURRENT_RECHECK_SECONDS:
+            return cached[1]
         path = self._current_paths.get(project)
         if path is None:
             path = str(self._dir(project) / "current")
@@ -127,14 +136,14 @@ class LocalModelStore:
         try:
             mtime = os.stat(path).st_mtime_ns
         except FileNotFoundError:
-            self._current_cache.pop(project, None)
+            self._current_cache[project] = (-1, None, now)
             return None
-        cached = self._current_cache.get(project)
         if cached is not None and cached[0] == mtime:
+            self._current_cache[project] = (mtime, cached[1], now)
             return cached[1]
         with open(path, encoding="utf-8") as handle:
             name = handle.read().strip() or None
-        self._current_cache[project] = (mtime, name)
+        self._current_cache[project] = (mtime, name, now)
         return name
 
     def current_name_nowait(self, project: str) -> tuple[bool, str | None]:
@@ -229,6 +238,7 @@ class LocalModelStore:
                 with self._lock(project):
                     os.replace(path, self._dir(project) / "versions" / version)
                     _atomic_write(self._dir(project) / "current", version)
+                    self._current_cache.pop(project, None)
             finally:
                 shutil.rmtree(path, ignore_errors=True)
                 with contextlib.suppress(FileNotFoundError):
@@ -273,6 +283,7 @@ class LocalModelStore:
         self._read_meta(project, version)
         with self._lock(project):
             _atomic_write(self._dir(project) / "current", version)
+            self._current_cache.pop(project, None)
 
     # --- whole projects
     def duplicate(self, src: str, dst: str) -> None:
