@@ -94,7 +94,7 @@ def test_prune_sweeps_a_killed_delete_and_an_abandoned_copy(tmp_path: Path) -> N
     assert [meta.version for meta in store.versions("1")] == ["m-v1"]
 
 
-def test_a_publish_by_another_process_is_seen_within_the_recheck_interval(
+def test_the_event_loops_look_up_sees_another_process_publish_within_the_interval(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import time
@@ -104,12 +104,13 @@ def test_a_publish_by_another_process_is_seen_within_the_recheck_interval(
     reader, writer = LocalModelStore(tmp_path), LocalModelStore(tmp_path)  # as two processes
     with writer.new_version("1", "m"):
         pass
-    assert reader.current_name("1") == "m-v1"
+    assert reader.current_name_nowait("1") == (True, "m-v1")
     with writer.new_version("1", "m"):
         pass
-    assert writer.current_name("1") == "m-v2"  # the writer's own publish: at once
+    assert writer.current_name_nowait("1") == (True, "m-v2")  # its own publish: at once
+    assert reader.current_name("1") == "m-v2"  # the blocking look-up: always fresh
     time.sleep(local.CURRENT_RECHECK_SECONDS * 2)
-    assert reader.current_name("1") == "m-v2"  # another's: after at most the interval
+    assert reader.current_name_nowait("1") == (True, "m-v2")  # after at most the interval
     calls: list[str] = []
     real_stat = local.os.stat
 
@@ -119,6 +120,6 @@ def test_a_publish_by_another_process_is_seen_within_the_recheck_interval(
 
     monkeypatch.setattr(local.os, "stat", counting_stat)
     for _ in range(100):
-        reader.current_name("1")
+        reader.current_name_nowait("1")
     monkeypatch.undo()
     assert len(calls) < 10, f"{len(calls)} stat() calls for 100 back-to-back look-ups"

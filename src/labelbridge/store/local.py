@@ -119,14 +119,23 @@ class LocalModelStore:
 
     # --- versions
     def current_name(self, project: str) -> str | None:
-        """At most one stat() per CURRENT_RECHECK_SECONDS (another process may publish at any
-        time; 2 ms later is as good as at once, and at thousands of requests per second it
-        spares most stats); the file is read again only when its mtime changed. A write from
-        this process is seen at once. Paths are kept as strings: building them with pathlib
-        cost more than the stat on every /predict."""
+        """One stat() per call (another process may publish at any time); the file is read
+        again only when its mtime changed."""
+        return self._current_name(project, 0.0)
+
+    def current_name_nowait(self, project: str) -> tuple[bool, str | None]:
+        """The event loop's look-up, on every inline /predict: at most one stat() per
+        CURRENT_RECHECK_SECONDS (another process's publish seen 2 ms later is as good as at
+        once, and at thousands of requests per second it spares most stats)."""
+        return True, self._current_name(project, CURRENT_RECHECK_SECONDS)
+
+    def _current_name(self, project: str, max_age: float) -> str | None:
+        """`current`, looked at again if the last look is older than `max_age` seconds; a
+        write from this process is seen at once. Paths are kept as strings: building them
+        with pathlib cost more than the stat on every /predict."""
         now = time.monotonic()
         cached = self._current_cache.get(project)
-        if cached is not None and now - cached[2] < CURRENT_RECHECK_SECONDS:
+        if cached is not None and now - cached[2] < max_age:
             return cached[1]
         path = self._current_paths.get(project)
         if path is None:
@@ -145,10 +154,6 @@ class LocalModelStore:
             name = handle.read().strip() or None
         self._current_cache[project] = (mtime, name, now)
         return name
-
-    def current_name_nowait(self, project: str) -> tuple[bool, str | None]:
-        """A local stat() does not block the event loop for long: always known."""
-        return True, self.current_name(project)
 
     def _read_meta(self, project: str, version: str) -> VersionMeta:
         path = self._dir(project) / "versions" / check_name("version", version) / META
