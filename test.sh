@@ -8,4 +8,5 @@ scripts/ensure_chromium.sh
 .venv/bin/ruff check src tests examples scripts bench
 .venv/bin/ruff format --check src tests examples scripts
 .venv/bin/mypy
-exec .venv/bin/pytest -q "$@"
+# two workers (the machines have 2 cores); the Label Studio tests share one worker (tests/e2e)
+exec .venv/bin/pytest -q -n 2 --dist loadgroup "$@"

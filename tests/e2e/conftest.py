@@ -32,7 +32,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip (not deselect) the labelstudio tests when asked to, so the report says why."""
+    """Skip (not deselect) the labelstudio tests when asked to, so the report says why. Under
+    pytest-xdist (--dist loadgroup) they all run in one worker: one Label Studio, not one per
+    worker."""
+    for item in items:
+        if "tests/e2e/" in item.nodeid.replace("\\", "/") or item.nodeid.startswith("e2e/"):
+            item.add_marker(pytest.mark.xdist_group("labelstudio"))
     if os.environ.get(SKIP_ENV) != "1":
         return
     skip = pytest.mark.skip(reason=f"{SKIP_ENV}=1: the real Label Studio suite is turned off")
