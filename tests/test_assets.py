@@ -726,9 +726,9 @@ def test_zero_means_unbounded(
     assert sweeps[0].evicted == 0 and len(entry_files(tmp_path)) == 20
 
 
-def test_a_sweep_does_not_run_on_every_download(
-    files: FakeFileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def sweep_threads(monkeypatch: pytest.MonkeyPatch) -> list[threading.Thread]:
+    """The thread of every AssetCache.sweep() call, in order."""
     threads: list[threading.Thread] = []
     real = _asset_cache.AssetCache.sweep
 
@@ -737,6 +737,13 @@ def test_a_sweep_does_not_run_on_every_download(
         return real(self)
 
     monkeypatch.setattr(_asset_cache.AssetCache, "sweep", spy)
+    return threads
+
+
+def test_a_sweep_does_not_run_on_every_download(
+    files: FakeFileServer, tmp_path: Path, sweep_threads: list[threading.Thread]
+) -> None:
+    threads = sweep_threads
     clock = Clock()
     r = bounded(tmp_path, 2500, clock)
     urls = [files.add(f"rare/r{i}.bin", b"r" * 1000) for i in range(4)]
@@ -792,16 +799,9 @@ def test_a_download_never_waits_for_the_sweep_it_starts(
 
 
 def test_a_download_on_the_event_loop_sweeps_in_another_thread(
-    files: FakeFileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    files: FakeFileServer, tmp_path: Path, sweep_threads: list[threading.Thread]
 ) -> None:
-    threads: list[threading.Thread] = []
-    real = _asset_cache.AssetCache.sweep
-
-    def spy(self: _asset_cache.AssetCache) -> Any:
-        threads.append(threading.current_thread())
-        return real(self)
-
-    monkeypatch.setattr(_asset_cache.AssetCache, "sweep", spy)
+    threads = sweep_threads
     r = bounded(tmp_path, 10**6, Clock())
 
     async def predict_inline() -> Path:  # a fast model's predict() runs on the loop

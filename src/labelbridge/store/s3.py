@@ -342,13 +342,18 @@ class S3ModelStore:
         return self.cache_dir / "projects" / check_name("project", project) / version
 
     @contextlib.contextmanager
-    def _cache_lock(self, folder: Path) -> Iterator[None]:
-        """Processes on one machine download a version once, not once each."""
+    def _cache_lock(self, folder: Path, *, wait: bool = True) -> Iterator[bool]:
+        """Processes on one machine download a version once, not once each. With wait=False
+        it yields False at once if another process holds the lock."""
         folder.parent.mkdir(parents=True, exist_ok=True)
         with (folder.parent / f".{folder.name}.lock").open("a") as handle:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
             try:
-                yield
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
             finally:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
@@ -362,15 +367,9 @@ class S3ModelStore:
                 version, dot, kind = item.name[1:].rpartition(".")
                 if not dot or kind.split("-", 1)[0] not in ("download", "stale"):
                     continue
-                with (parent / f".{version}.lock").open("a") as handle:
-                    try:
-                        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    except BlockingIOError:
-                        continue  # a download of that version runs now
-                    try:
+                with self._cache_lock(parent / version, wait=False) as free:
+                    if free:  # else a download of that version runs now
                         shutil.rmtree(item, ignore_errors=True)
-                    finally:
-                        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
     def open_version(self, project: str, version: str) -> Path:
         meta, raw = self._read_meta(project, version)
