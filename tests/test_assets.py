@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -765,6 +766,26 @@ def test_a_sweep_does_not_run_on_every_download(
     clock.tick(_asset_cache.RESCAN)  # other processes may have filled it meanwhile
     small.get_local_path(files.add("rare/late.bin", b"l"))
     assert len(threads) == 4
+
+
+def test_close_waits_for_the_sweep_so_the_folder_can_go(
+    files: FakeFileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The doctor removes its temporary cache right after close(): a sweep still running
+    there made that fail ("Directory not empty")."""
+    real = _asset_cache.AssetCache.sweep
+    threads: list[threading.Thread] = []
+
+    def slow(self: _asset_cache.AssetCache) -> Any:
+        threads.append(threading.current_thread())
+        time.sleep(0.3)
+        return real(self)
+
+    monkeypatch.setattr(_asset_cache.AssetCache, "sweep", slow)
+    with tempfile.TemporaryDirectory() as cache:
+        with resolver(tmp_path, asset_allow_private=True, asset_cache_dir=Path(cache)) as r:
+            r.get_local_path(files.add("close/a.bin", b"a"))  # a first download: a sweep
+        assert threads and not threads[0].is_alive()
 
 
 def test_a_download_never_waits_for_the_sweep_it_starts(

@@ -59,6 +59,8 @@ Item = str | tuple[str, int | None]
 Chunks = tuple[Iterator[bytes], Any, str | None]  # (body, size if known, content type)
 
 _CHUNK = 64 * 1024
+#: seconds close() waits for a running cache sweep (one sweep evicts for at most ~2 s)
+CLOSE_SWEEP_WAIT = 10.0
 _MAX_REDIRECTS = 5
 _REDIRECTS = {301, 302, 303, 307, 308}
 _LS_PREFIXES = ("/data/upload/", "/data/local-files")
@@ -203,7 +205,10 @@ class AssetResolver:
         return f"AssetResolver(label_studio_url={self.label_studio_url!r}, cache={self.cache_dir})"
 
     def close(self) -> None:
+        """Also waits (up to CLOSE_SWEEP_WAIT s) for a cache sweep this process started: a
+        caller may remove the cache folder next (the doctor's temporary one), under it."""
         self._client.close()
+        self._cache.wait_for_sweep(CLOSE_SWEEP_WAIT)
 
     def __enter__(self) -> AssetResolver:
         return self
