@@ -31,11 +31,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+#: the HTTP protocol `labelbridge start` runs (labelbridge._http), so every served test meets it
+SERVER_PROTOCOL = "labelbridge._http:PredictProtocol"
+
+
 @contextmanager
-def serve(app: Any, *, port: int | None = None) -> Iterator[str]:
+def serve(app: Any, *, port: int | None = None, http: str = SERVER_PROTOCOL) -> Iterator[str]:
     """Run an ASGI app under a real uvicorn server in a thread; yield its base URL."""
     port = port or free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", http=http
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

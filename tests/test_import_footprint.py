@@ -33,7 +33,8 @@ def test_the_supervisor_imports_no_http_stack() -> None:
     # what `labelbridge start` imports before it runs uvicorn's supervisor and the scheduler
     loaded = _loaded(
         "import labelbridge.cli._commands, labelbridge.cli.start, labelbridge.multi\n"
-        "import labelbridge.loader, labelbridge.logs, uvicorn.supervisors"
+        "import labelbridge.loader, labelbridge.logs, uvicorn.supervisors\n"
+        "assert labelbridge.cli.start._http_protocol() != 'auto'  # the check of the protocol"
     )
     assert not loaded & set(SERVING_ONLY)
 

@@ -76,6 +76,61 @@ def test_a_slow_surprise_inline_pauses_inline_and_the_pause_doubles(
     assert cost.allows(1)
 
 
+def test_a_surprise_long_after_the_last_one_pauses_for_the_first_pause_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A host that stalls a process now and then must not turn inline off for good."""
+    now = [1000.0]
+    monkeypatch.setattr(_inline.time, "monotonic", lambda: now[0])
+    cost = InlineCost(2.0)
+    cost.record(0.000_050, 1, inline=False)
+    for _ in range(3):  # three surprises in a row: 5, 10, 20 s
+        cost.record(0.500, 1, inline=True)
+        now[0] = cost.paused_until + 0.1
+    assert cost.pauses == 3
+    now[0] += _inline.FORGIVE_AFTER
+    cost.record(0.500, 1, inline=True)
+    assert cost.paused_until - now[0] == _inline.FIRST_PAUSE
+
+
+def test_pool_calls_beside_others_count_their_cpu_time_not_their_wait_for_the_gil() -> None:
+    """Three batches in flight in the pool: each one's wall time is ~3x its work (it waits for
+    the GIL while the others run). Counting that kept a model that fits inline in the pool."""
+    cost = InlineCost(10.0)
+    cost.record(0.004, 64, inline=False, cpu_seconds=0.0038, alone=True)  # 4 ms alone
+    assert cost.allows(64)
+    for _ in range(30):
+        cost.record(0.012, 64, inline=False, cpu_seconds=0.0038, alone=False)
+    assert cost.allows(64)  # ~4 ms of work per batch: inline
+    assert cost.cpu_share is not None and cost.cpu_share > 0.9  # not taken for waiting
+    for _ in range(30):  # slower work, alone: 12 ms per batch
+        cost.record(0.012, 64, inline=False, cpu_seconds=0.0118, alone=True)
+    assert not cost.allows(64)
+
+
+def test_a_pool_call_is_alone_only_if_no_other_pool_call_overlapped_it() -> None:
+    cost = InlineCost(10.0)
+    first = cost.pool_enter()
+    assert cost.pool_alone(first)
+    a = cost.pool_enter()
+    b = cost.pool_enter()  # began while a ran
+    assert not cost.pool_alone(a)
+    c = cost.pool_enter()  # began while b ran
+    assert not cost.pool_alone(b)
+    assert not cost.pool_alone(c)
+    assert cost.pool_alone(cost.pool_enter())
+
+
+def test_cpu_time_is_read_on_every_batch_and_one_task_call_in_n_once_the_share_is_known() -> None:
+    cost = InlineCost(10.0)
+    assert all(cost.samples_cpu(True, 1) for _ in range(5))  # share unknown: every call
+    assert all(cost.samples_cpu(False, 1) for _ in range(5))  # the pool: every call
+    cost.record(0.000_02, 1, inline=True, cpu_seconds=0.000_02)
+    reads = [cost.samples_cpu(True, 1) for _ in range(8 * _inline.CPU_SAMPLE_EVERY)]
+    assert sum(reads) == 8
+    assert all(cost.samples_cpu(True, 64) for _ in range(5))  # 0.7 us against milliseconds
+
+
 # --- where predict() runs in a real server ----------------------------------------------------
 class _Recording(Echo):
     seconds = 0.0

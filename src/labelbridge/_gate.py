@@ -15,7 +15,7 @@ import hmac
 import logging
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 import orjson
@@ -23,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.responses import JSONResponse
 from starlette.types import Message, Receive, Scope, Send
 
-from labelbridge._inline import LoopRunner
+from labelbridge._inline import LoopRunner, TurnBudget
 from labelbridge._pool import pool_for
 from labelbridge.errors import AuthenticationRequired, BadRequest, LabelBridgeError, PayloadTooLarge
 from labelbridge.logs import mask_secrets
@@ -165,8 +165,10 @@ class Gate:
         #: inline predict() for fast models (INLINE_PREDICT_MS > 0); THREADS=1 promises
         #: predict() one call at a time, which an inline call beside a pool call would break
         self.inline = settings.inline_predict_ms > 0 and settings.threads > 1
+        #: inline work of the current event loop turn, both paths (labelbridge._inline)
+        self.turn = TurnBudget()
         self.loop_runs = {
-            backend: LoopRunner(backend.predict_nowait) for backend in backends.values()
+            backend: LoopRunner(backend.predict_nowait, self.turn) for backend in backends.values()
         }
         self._series: dict[tuple[int, str, int], Callable[[float], None]] = {}
         user = settings.basic_auth_user or ""
@@ -198,7 +200,7 @@ class Gate:
             self._series[key] = series
         return series
 
-    def _authorized(self, headers: list[tuple[bytes, bytes]]) -> bool:
+    def _authorized(self, headers: Iterable[tuple[bytes, bytes]]) -> bool:
         value = next((v for k, v in headers if k == b"authorization"), b"")
         scheme, _, credentials = value.partition(b" ")
         scheme = scheme.lower()
@@ -250,37 +252,113 @@ class Gate:
         began = time.perf_counter()
         status = 500
         body = b""
+        direct = None
         try:
             direct = self.direct.get(path) if scope["method"] == "POST" else None
             if direct is not None:
-                status, body = await self._predict(direct, receive, send)
+                status, body = await self._predict(
+                    direct, receive, send, scope.get("labelbridge.request")
+                )
             else:
                 status, body = await self._forward(scope, receive, send)
         finally:
-            elapsed = time.perf_counter() - began
-            if backend is not None:
-                self._count(backend, route if path in self.known_paths else "other", status)(
-                    elapsed
-                )
-            ring = self.rings.get(prefix)
-            if ring is not None and route not in _QUIET_ROUTES:
-                ring.add(scope["method"], path, status, elapsed)
-            if self.debug:
-                _log_debug(scope, status, elapsed, body)
-            elif (
-                route in _LOGGED_ROUTES or status >= 400 or (self.access_log and direct is not None)
-            ) and log.isEnabledFor(logging.INFO):
-                log.info(
-                    "%s %s -> %s in %.1f ms",
-                    scope["method"],
-                    mask_secrets(path),
-                    status,
-                    elapsed * 1000,
-                )
+            self._done(
+                scope["method"],
+                path,
+                prefix,
+                backend,
+                route,
+                status,
+                time.perf_counter() - began,
+                body,
+                direct is not None,
+            )
 
-    async def _predict(self, backend: Backend, receive: Receive, send: Send) -> tuple[int, bytes]:
+    def _done(
+        self,
+        method: str,
+        path: str,
+        prefix: str,
+        backend: Backend | None,
+        route: str,
+        status: int,
+        elapsed: float,
+        body: bytes,
+        direct: bool,
+    ) -> None:
+        """A request answered: its metrics, its line in the status page's ring, its log."""
+        if backend is not None:
+            self._count(backend, route if path in self.known_paths else "other", status)(elapsed)
+        ring = self.rings.get(prefix)
+        if ring is not None and route not in _QUIET_ROUTES:
+            ring.add(method, path, status, elapsed)
+        if self.debug:
+            _log_debug(method, path, status, elapsed, body)
+        elif (
+            route in _LOGGED_ROUTES or status >= 400 or (self.access_log and direct)
+        ) and log.isEnabledFor(logging.INFO):
+            log.info("%s %s -> %s in %.1f ms", method, mask_secrets(path), status, elapsed * 1000)
+
+    def answer_now(
+        self, path: str, headers: Iterable[tuple[bytes, bytes]], raw: bytes
+    ) -> tuple[int, bytes] | PredictRequest | None:
+        """POST /predict answered on the spot, for labelbridge._http's fast path: (status,
+        JSON body) when the model runs inline and nothing on the way waits; else the parsed
+        request (or None) for the ASGI path, which then skips parsing it again.
+
+        The same answer, metrics, ring line and log as __call__ would give; the cases it
+        leaves to the ASGI path (credentials missing, --debug, a body over the limit, errors
+        in the body) are answered there exactly as before."""
+        backend = self.direct.get(path)
+        if (
+            backend is None
+            or not self.inline
+            or self.debug
+            or len(raw) > self.max_body
+            or not self.loop_runs[backend].idle  # queued calls first
+            or not self.turn.allows()
+        ):
+            return None
+        if (self.basic is not None or self.bearer is not None) and not self._authorized(headers):
+            return None
+        began = time.perf_counter()
+        try:
+            request = parse_raw(raw, PredictRequest)
+        except LabelBridgeError:
+            return None
+        if not backend.inline.allows(len(request.tasks)):
+            return request
+        try:
+            answer = backend.predict_nowait(request)
+            if answer is None:
+                return request
+            status, payload = 200, orjson.dumps(answer, option=_NUMPY)
+        except LabelBridgeError as exc:
+            response = our_error(exc)
+            status, payload = response.status_code, bytes(response.body)
+        except Exception as exc:
+            response = unexpected_error(exc, self.debug)
+            status, payload = response.status_code, bytes(response.body)
+        prefix = path[: -len("/predict")]
+        self._done(
+            "POST",
+            path,
+            prefix,
+            backend,
+            "/predict",
+            status,
+            time.perf_counter() - began,
+            b"",
+            True,
+        )
+        return status, payload
+
+    async def _predict(
+        self, backend: Backend, receive: Receive, send: Send, parsed: PredictRequest | None
+    ) -> tuple[int, bytes]:
         """POST /predict: the same answer as the FastAPI route (server.make_router), errors
-        included, without its routing layers."""
+        included, without its routing layers. `parsed`: the body, when labelbridge._http's
+        fast path parsed it already (then handed the request on)."""
         chunks = []
         size = 0
         while True:
@@ -297,7 +375,7 @@ class Gate:
                 break
         raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         try:
-            request = parse_raw(raw, PredictRequest)
+            request = parsed if parsed is not None else parse_raw(raw, PredictRequest)
             answer = (
                 await self.loop_runs[backend].run(request)
                 if self.inline and backend.inline.allows(len(request.tasks))
@@ -354,14 +432,14 @@ class Gate:
         return status, b"".join(debug_body) if debug_body is not None else b""
 
 
-def _log_debug(scope: Scope, status: int, elapsed: float, body: bytes) -> None:
+def _log_debug(method: str, path: str, status: int, elapsed: float, body: bytes) -> None:
     """--debug: the request line and its body, secrets masked, long bodies cut."""
     text = body[:_DEBUG_BODY_BYTES].decode("utf-8", "replace")
     more = f" ... ({len(body)} bytes)" if len(body) > _DEBUG_BODY_BYTES else ""
     log.debug(
         "%s %s -> %s in %.1f ms%s",
-        scope["method"],
-        mask_secrets(scope["path"]),
+        method,
+        mask_secrets(path),
         status,
         elapsed * 1000,
         f" body: {mask_secrets(text)}{more}" if text else "",

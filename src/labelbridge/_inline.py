@@ -6,9 +6,11 @@ hand-over, on a busy core). So a model whose measured cost per call stays under
 INLINE_PREDICT_MS runs inline; anything slower, or not yet measured, goes to the pool, where a
 slow predict() never holds up /health.
 
-Inline calls are not made from each request's own task but queued and run back to back by
-one loop callback (`LoopRunner`): the requests that arrived in one turn of the event loop are
-parsed together, predicted together, answered together. Measured on the real server
+A small /predict is answered from the socket's read callback (labelbridge._http), while the
+turn's budget lasts (`TurnBudget`, TURN_BUDGET). Other inline calls are not made from each
+request's own task but queued and run back to back by one loop callback (`LoopRunner`): the
+requests that arrived in one turn of the event loop are predicted together, answered together,
+within the same budget. Measured on the real server
 (bench/NOTES.md), that costs less per request than either running each inline in its own task
 or the thread pool, at every concurrency: the same code stays hot in the CPU's caches.
 
@@ -30,7 +32,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["InlineCost", "LoopRunner"]
+__all__ = ["InlineCost", "LoopRunner", "TurnBudget"]
 
 #: weight of the newest sample in the moving average
 ALPHA = 0.2
@@ -43,9 +45,12 @@ SURPRISE_CAP = 0.05
 #: a model whose calls spend less of their time on the CPU than this mostly waits (network,
 #: sleeps, another process): in the pool such waits overlap, inline each would stall the loop
 MIN_CPU_SHARE = 0.2
-#: an inline call's CPU time is read on one call in this many (the thread-CPU clock is a
-#: system call, ~0.7 us); pool calls are always read
+#: an inline one-task call's CPU time is read on one call in this many (the thread-CPU clock
+#: is a system call, ~0.7 us); pool calls and batches are always read
 CPU_SAMPLE_EVERY = 8
+#: a surprise this long after the last one pauses for FIRST_PAUSE again, not twice the last
+#: pause (a host that stalls a process now and then must not turn inline off for good)
+FORGIVE_AFTER = 60.0
 #: one loop callback runs queued calls for at most this long, then lets I/O in (/health)
 TURN_BUDGET = 0.005
 
@@ -56,7 +61,13 @@ class InlineCost:
     Two moving averages, as many models have a fixed cost per call: seconds per one-task call
     (Label Studio's interactive and per-task requests), and seconds per task in calls of
     several tasks (batches). A one-task call is judged by the first only; a batch by the
-    second, else (not measured yet) by the one-task cost times its size."""
+    second, else (not measured yet) by the one-task cost times its size.
+
+    The cost is what the call would hold the event loop for: the wall time of a call that ran
+    alone (inline, or the only call in the pool). A pool call beside others also waits for the
+    GIL while they run (three batches in flight make each look three times longer), and
+    counting that kept a model that fits inline in the pool for good: such a call counts as
+    its CPU time over the CPU share learned from calls that ran alone."""
 
     def __init__(self, limit_ms: float) -> None:
         self.limit = limit_ms / 1000.0
@@ -65,15 +76,31 @@ class InlineCost:
         self.cpu_share: float | None = None  # CPU time of the calling thread / wall time
         self.paused_until = 0.0  # time.monotonic()
         self.pauses = 0
+        self._surprised_at = float("-inf")  # time.monotonic()
         self._calls = 0
+        self._pool_running = 0  # pool calls under way
+        self._pool_started = 0  # pool calls ever started
         self._lock = threading.Lock()
 
-    def samples_cpu(self, inline: bool) -> bool:
+    def samples_cpu(self, inline: bool, tasks: int = 1) -> bool:
         """Whether this call's CPU time should be read (see CPU_SAMPLE_EVERY)."""
-        if not inline:
+        if not inline or tasks > 1 or self.cpu_share is None:
             return True
         self._calls += 1  # a race between threads costs a sample, nothing else
         return self._calls % CPU_SAMPLE_EVERY == 0
+
+    def pool_enter(self) -> tuple[int, int]:
+        """A pool call begins; pass what this returns to pool_alone() when it ends."""
+        with self._lock:
+            self._pool_running += 1
+            self._pool_started += 1
+            return self._pool_started, self._pool_running
+
+    def pool_alone(self, ticket: tuple[int, int]) -> bool:
+        """A pool call ends: whether no other pool call ran beside it."""
+        with self._lock:
+            self._pool_running -= 1
+            return ticket[1] == 1 and ticket[0] == self._pool_started
 
     def allows(self, tasks: int) -> bool:
         """Whether a call with this many tasks is expected to finish inside the limit."""
@@ -95,40 +122,84 @@ class InlineCost:
         self.limit = 0.0
 
     def record(
-        self, seconds: float, tasks: int, *, inline: bool, cpu_seconds: float | None = None
+        self,
+        seconds: float,
+        tasks: int,
+        *,
+        inline: bool,
+        cpu_seconds: float | None = None,
+        alone: bool = True,
     ) -> None:
         """One call took `seconds` for `tasks` tasks, `cpu_seconds` of them on its thread's
-        CPU (a pool call's wall time also holds its waits for the GIL: its share then reads
-        low, which errs towards the pool)."""
+        CPU; `alone`: a pool call with no other pool call beside it (see the class doc)."""
         with self._lock:
+            cost = seconds
+            if inline or alone:
+                if cpu_seconds is not None and seconds > 0:
+                    self.cpu_share = _moved(self.cpu_share, min(cpu_seconds / seconds, 1.0))
+            elif cpu_seconds is not None and self.cpu_share:
+                cost = min(seconds, cpu_seconds / self.cpu_share)
             if tasks <= 1:
-                self.single = _moved(self.single, seconds)
+                self.single = _moved(self.single, cost)
             else:
-                self.per_task = _moved(self.per_task, seconds / tasks)
-            if cpu_seconds is not None and seconds > 0:
-                self.cpu_share = _moved(self.cpu_share, min(cpu_seconds / seconds, 1.0))
+                self.per_task = _moved(self.per_task, cost / tasks)
             surprise = min(SURPRISE * self.limit, SURPRISE_CAP)
             if inline and self.limit > 0 and seconds > surprise:
+                now = time.monotonic()
+                if now - self._surprised_at > FORGIVE_AFTER:
+                    self.pauses = 0
                 pause = min(FIRST_PAUSE * 2.0**self.pauses, MAX_PAUSE)
                 self.pauses += 1
-                self.paused_until = time.monotonic() + pause
+                self._surprised_at = now
+                self.paused_until = now + pause
 
 
 def _moved(average: float | None, sample: float) -> float:
     return sample if average is None else average + ALPHA * (sample - average)
 
 
+class TurnBudget:
+    """How long the current turn of the event loop has spent on inline work: the LoopRunner's
+    calls and labelbridge._http's answers from the sockets' read callbacks (uvloop runs those
+    of every ready socket in one turn). Past TURN_BUDGET the rest waits for later turns, after
+    what else is ready (/health), so the two paths together hold a turn for ~TURN_BUDGET."""
+
+    __slots__ = ("began",)
+
+    def __init__(self) -> None:
+        self.began: float | None = None
+
+    def allows(self) -> bool:
+        """Whether one more inline call fits in this turn (call it on the loop's thread)."""
+        now = time.perf_counter()
+        if self.began is None:
+            self.began = now
+            asyncio.get_running_loop().call_soon(self._end)  # once this turn's work is done
+            return True
+        return now - self.began < TURN_BUDGET
+
+    def _end(self) -> None:
+        self.began = None
+
+
 class LoopRunner:
     """Runs `call(request)` on the event loop, batched per loop turn (see the module doc).
 
     `run()` resolves to what `call` returned (None: the caller goes to the pool instead) or
-    raises what it raised. A turn stops after TURN_BUDGET seconds and leaves the rest to the
-    next turn, so a burst of queued calls never holds up other requests for long."""
+    raises what it raised. A turn runs at least one call, then stops when the turn's budget
+    (shared with the HTTP fast path) is spent and leaves the rest to the next turn, so a burst
+    of queued calls never holds up other requests for long."""
 
-    def __init__(self, call: Callable[[Any], Any]) -> None:
+    def __init__(self, call: Callable[[Any], Any], budget: TurnBudget | None = None) -> None:
         self.call = call
+        self.budget = budget if budget is not None else TurnBudget()
         self._queue: list[tuple[Any, asyncio.Future[Any]]] = []
         self._scheduled = False
+
+    @property
+    def idle(self) -> bool:
+        """No call waits: a request answered now would not overtake queued ones."""
+        return not self._queue
 
     def run(self, request: Any) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
@@ -142,9 +213,9 @@ class LoopRunner:
     def _turn(self, loop: asyncio.AbstractEventLoop) -> None:
         queue, self._queue = self._queue, []
         self._scheduled = False
-        deadline = time.perf_counter() + TURN_BUDGET
+        budget = self.budget
         for index, (request, future) in enumerate(queue):
-            if index and time.perf_counter() > deadline:
+            if not budget.allows() and index:
                 self._later(loop, queue[index:])  # the rest, ahead of newer arrivals
                 return
             if future.cancelled():

@@ -441,15 +441,18 @@ class Backend:
     ) -> dict[str, Any]:
         """The model's predict(), then its answer normalized and checked against the config."""
         version = context.model_version
-        sample = self.inline.samples_cpu(inline)
+        cost = self.inline
+        sample = cost.samples_cpu(inline, len(tasks))
+        ticket = None if inline else cost.pool_enter()
         began, cpu = time.perf_counter(), time.thread_time() if sample else 0.0
 
         def record() -> None:
-            self.inline.record(
+            cost.record(
                 time.perf_counter() - began,
                 len(tasks),
                 inline=inline,
                 cpu_seconds=time.thread_time() - cpu if sample else None,
+                alone=ticket is None or cost.pool_alone(ticket),
             )
 
         try:

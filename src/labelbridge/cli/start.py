@@ -66,6 +66,19 @@ def _overrides(**flags: Any) -> dict[str, Any]:
     return {k: v for k, v in flags.items() if v is not None}
 
 
+def _http_protocol() -> str:
+    """uvicorn's httptools protocol with labelbridge's /predict fast path (labelbridge._http),
+    where httptools is installed and uvicorn has what it builds on; else uvicorn's choice."""
+    try:
+        from labelbridge._http import supported
+    except ImportError:  # no httptools, or a uvicorn without its httptools protocol
+        return "auto"
+    if not supported():
+        log.warning("this uvicorn lacks what the /predict fast path needs: serving without it")
+        return "auto"
+    return "labelbridge._http:PredictProtocol"
+
+
 def _uvicorn_config(settings: Settings, *, workers: int) -> Any:
     """The uvicorn Config for this run; options the installed uvicorn lacks are left out."""
     import uvicorn
@@ -77,6 +90,7 @@ def _uvicorn_config(settings: Settings, *, workers: int) -> Any:
         "workers": workers,
         "log_config": None,
         "access_log": settings.debug,
+        "http": _http_protocol(),
         "timeout_graceful_shutdown": max(1, math.ceil(settings.graceful_timeout)),
     }
     if settings.production and settings.max_requests:

@@ -1,0 +1,343 @@
+"""The HTTP protocol's fast path (labelbridge._http): a small POST /predict answered from the
+socket's read callback, byte for byte what the ASGI path sends; everything else (large or
+chunked bodies, pipelining, Connection: close, 100-continue, credentials) as uvicorn runs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import uvicorn
+
+from _backends import CHOICES_CONFIG, Echo
+from labelbridge import _inline
+from labelbridge._gate import parse_raw
+from labelbridge._inline import LoopRunner, TurnBudget
+from labelbridge.protocol import PredictRequest
+from labelbridge.server import create_app
+from labelbridge.service import Backend
+from labelbridge.settings import Settings
+from support import SERVER_PROTOCOL, free_port, serve
+
+PROJECT = "1.1795541075"
+SETUP = {"project": PROJECT, "schema": CHOICES_CONFIG}
+
+
+def _body(*texts: str, pad: int = 0) -> bytes:
+    """A /predict body shaped like Label Studio's, one task per text."""
+    tasks = [
+        {"id": i + 1, "data": {"text": text}, "meta": {"pad": "x" * pad}, "project": 1}
+        for i, text in enumerate(texts)
+    ]
+    body = {
+        "tasks": tasks,
+        "project": PROJECT,
+        "label_config": CHOICES_CONFIG,
+        "params": {"login": None, "password": None, "context": None},
+    }
+    return json.dumps(body).encode()
+
+
+@contextmanager
+def _served(tmp_path: Path, http: str | None = None, **settings: Any) -> Iterator[Any]:
+    """An Echo backend served for real; yields (url, app, calls of the ASGI /predict path)."""
+    backend = Backend(
+        Echo, Settings(model_dir=tmp_path / "models", **settings), model_ref="_backends:Echo"
+    )
+    app = create_app(backend)
+    gate = app.gate
+    through_asgi: list[int] = []
+    original = gate._predict
+
+    async def counted(*args: Any) -> tuple[int, bytes]:
+        through_asgi.append(1)
+        return await original(*args)
+
+    gate._predict = counted  # type: ignore[method-assign]
+    with serve(app, **({"http": http} if http else {})) as url:
+        token = settings.get("api_token")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        with httpx.Client(timeout=10, headers=headers) as client:
+            assert client.post(f"{url}/setup", json=SETUP).status_code == 200
+            # the first call is measured in the pool; after it the model may run inline
+            warm = client.post(f"{url}/predict", content=_body("warm"))
+            assert warm.status_code == 200, warm.text
+        through_asgi.clear()
+        yield url, app, through_asgi
+
+
+def _exchange(url: str, raw: bytes, answers: int) -> list[tuple[bytes, dict[bytes, bytes], bytes]]:
+    """Send raw bytes on one connection; read `answers` responses (status line, headers, body)."""
+    host, port = url.removeprefix("http://").split(":")
+    out = []
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(raw)
+        buffer = b""
+        while len(out) < answers:
+            while b"\r\n\r\n" not in buffer:
+                chunk = sock.recv(65536)
+                assert chunk, f"connection closed after {len(out)} answers: {buffer!r}"
+                buffer += chunk
+            head, buffer = buffer.split(b"\r\n\r\n", 1)
+            status, *lines = head.split(b"\r\n")
+            headers = dict(line.split(b": ", 1) for line in lines)
+            if status.startswith(b"HTTP/1.1 100"):
+                continue
+            length = int(headers[b"content-length"])
+            while len(buffer) < length:
+                chunk = sock.recv(65536)
+                assert chunk, "connection closed inside a body"
+                buffer += chunk
+            out.append((status, headers, buffer[:length]))
+            buffer = buffer[length:]
+    return out
+
+
+def _post(path: str, body: bytes, *extra: str) -> bytes:
+    head = [f"POST {path} HTTP/1.1", "Host: x", "Content-Type: application/json"]
+    head += [f"Content-Length: {len(body)}", *extra]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+def _choice(body: bytes) -> list[str]:
+    return [r["result"][0]["value"]["choices"][0] for r in json.loads(body)["results"]]
+
+
+# --- the fast path -------------------------------------------------------------------------
+def test_small_predict_is_answered_without_an_asgi_task_and_still_counted(tmp_path: Path) -> None:
+    with _served(tmp_path) as (url, _, through_asgi), httpx.Client(timeout=10) as http:
+        for text in ("I love it", "meh") * 10:
+            answer = http.post(f"{url}/predict", content=_body(text))
+            assert answer.status_code == 200
+            assert _choice(answer.content) == ["Positive" if "love" in text else "Negative"]
+        assert through_asgi == []
+        metrics = http.get(f"{url}/metrics").text
+        recent = http.get(f"{url}/status.json").json()
+    line = next(
+        row
+        for row in metrics.splitlines()
+        if row.startswith("labelbridge_requests_total") and 'route="/predict"' in row
+    )
+    assert 'status="200"' in line and float(line.rsplit(" ", 1)[1]) == 21  # the warm-up too
+    assert "/predict" in json.dumps(recent)
+
+
+def test_the_fast_path_sends_what_uvicorn_sends(tmp_path: Path) -> None:
+    """Status line, headers (but the date) and body: the same through both protocols."""
+    bodies = [_body("I love it"), _body("a", "b love", "c"), b'{"tasks": 3}', b"{not json"]
+
+    def answers(folder: Path, http: str | None) -> list[Any]:
+        with _served(folder, http) as (url, _, through_asgi):
+            raw = b"".join(_post("/predict", body) for body in bodies)
+            got = _exchange(url, raw, len(bodies))
+            fast = len(bodies) - len(through_asgi)
+        return [(s, {k: v for k, v in h.items() if k != b"date"}, b) for s, h, b in got], fast
+
+    ours, fast = answers(tmp_path / "ours", None)
+    theirs, _ = answers(tmp_path / "theirs", "httptools")
+    assert ours == theirs
+    assert fast == 2  # the two good bodies; the bad ones got their errors the ASGI way
+    assert ours[0][0] == b"HTTP/1.1 200 OK" and ours[2][0].startswith(b"HTTP/1.1 422")
+
+
+def test_pipelined_requests_are_answered_in_order(tmp_path: Path) -> None:
+    with _served(tmp_path) as (url, _, through_asgi):
+        raw = (
+            _post("/predict", _body("love"))
+            + b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+            + _post("/predict", _body("hate"))
+            + _post("/predict", _body("love", pad=100_000))  # over the buffer limit: ASGI
+            + _post("/predict", _body("x", "love"))
+        )
+        got = _exchange(url, raw, 5)
+    assert [s for s, _, _ in got] == [b"HTTP/1.1 200 OK"] * 5
+    assert _choice(got[0][2]) == ["Positive"]
+    assert json.loads(got[1][2])["status"] == "UP"
+    assert _choice(got[2][2]) == ["Negative"]
+    assert _choice(got[3][2]) == ["Positive"]
+    assert _choice(got[4][2]) == ["Negative", "Positive"]
+    assert through_asgi  # the large body at least (and what was queued behind /health)
+
+
+@pytest.mark.parametrize(
+    ("request_line", "extra"),
+    [("POST /predict HTTP/1.1", "Connection: close"), ("POST /predict HTTP/1.0", "X-Any: 1")],
+)
+def test_a_connection_not_kept_alive_is_closed_after_the_answer(
+    tmp_path: Path, request_line: str, extra: str
+) -> None:
+    body = _body("love")
+    head = f"{request_line}\r\nHost: x\r\nContent-Length: {len(body)}\r\n{extra}\r\n\r\n"
+    with _served(tmp_path) as (url, _, through_asgi):
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(head.encode() + body)
+            received = b""
+            while chunk := sock.recv(65536):  # ends when the server closes the connection
+                received += chunk
+    assert received.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"\r\nconnection: close\r\n" in received.lower()
+    assert _choice(received.split(b"\r\n\r\n", 1)[1]) == ["Positive"]
+    assert through_asgi == []
+
+
+def test_chunked_and_100_continue_bodies_take_the_asgi_path(tmp_path: Path) -> None:
+    body = _body("love")
+    chunked = (
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + f"{len(body):x}\r\n".encode()
+        + body
+        + b"\r\n0\r\n\r\n"
+    )
+    with _served(tmp_path) as (url, _, through_asgi):
+        got = _exchange(url, chunked, 1) + _exchange(
+            url, _post("/predict", body, "Expect: 100-continue"), 1
+        )
+    assert [_choice(b) for _, _, b in got] == [["Positive"], ["Positive"]]
+    assert len(through_asgi) == 2
+
+
+def test_a_body_larger_than_the_read_buffer_limit_is_read_the_asgi_way(tmp_path: Path) -> None:
+    """uvicorn stops reading a socket above its buffer limit until the app reads the body: a
+    request held for the fast path with such a body would never complete."""
+    body = _body("love", pad=1_000_000)
+    with _served(tmp_path) as (url, _, through_asgi):
+        answer = httpx.post(f"{url}/predict", content=body, timeout=10)
+    assert answer.status_code == 200 and _choice(answer.content) == ["Positive"]
+    assert through_asgi == [1]
+
+
+def test_credentials_are_checked_before_the_fast_path(tmp_path: Path) -> None:
+    with _served(tmp_path, api_token="s3cret") as (url, _, through_asgi):
+        refused = httpx.post(f"{url}/predict", content=_body("love"), timeout=10)
+        wrong = httpx.post(
+            f"{url}/predict",
+            content=_body("love"),
+            headers={"Authorization": "Bearer nope"},
+            timeout=10,
+        )
+        good = httpx.post(
+            f"{url}/predict",
+            content=_body("love"),
+            headers={"Authorization": "Bearer s3cret"},
+            timeout=10,
+        )
+    assert refused.status_code == wrong.status_code == 401
+    assert refused.json()["error"] == "AuthenticationRequired"
+    assert good.status_code == 200 and _choice(good.content) == ["Positive"]
+    assert through_asgi == []
+
+
+def test_fast_answers_count_towards_uvicorns_request_limit(tmp_path: Path) -> None:
+    """uvicorn's total_requests drives MAX_REQUESTS worker restarts: fast answers count."""
+    backend = Backend(Echo, Settings(model_dir=tmp_path / "models"), model_ref="_backends:Echo")
+    app = create_app(backend)
+    port = free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", http=SERVER_PROTOCOL
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.01)
+        url = f"http://127.0.0.1:{port}"
+        assert httpx.post(f"{url}/setup", json=SETUP, timeout=10).status_code == 200
+        assert httpx.post(f"{url}/predict", content=_body("w"), timeout=10).status_code == 200
+        before = server.server_state.total_requests
+        got = _exchange(url, b"".join(_post("/predict", _body("love")) for _ in range(5)), 5)
+        assert len(got) == 5
+        assert server.server_state.total_requests == before + 5
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_calls_queued_for_the_loop_runner_are_not_overtaken(tmp_path: Path) -> None:
+    backend = Backend(Echo, Settings(model_dir=tmp_path / "models"), model_ref="_backends:Echo")
+    app = create_app(backend)
+    gate = app.gate
+    body = _body("love")
+
+    async def main() -> None:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://x") as http:
+                assert (await http.post("/setup", json=SETUP)).status_code == 200
+                for _ in range(2):  # measured: the model may now run inline
+                    assert (await http.post("/predict", content=body)).status_code == 200
+            runner = gate.loop_runs[backend]
+            queued = runner.run(parse_raw(body, PredictRequest))  # runs in the next turn
+            assert not runner.idle
+            assert not isinstance(gate.answer_now("/predict", [], body), tuple)
+            assert _choice(orjson.dumps(await queued)) == ["Positive"]
+            answer = gate.answer_now("/predict", [], body)
+            assert isinstance(answer, tuple) and answer[0] == 200
+            assert _choice(answer[1]) == ["Positive"]
+
+    asyncio.run(main())
+
+
+# --- the turn budget --------------------------------------------------------------------------
+def test_the_turn_budget_runs_out_within_a_turn_and_comes_back_in_the_next() -> None:
+    budget = TurnBudget()
+
+    async def main() -> list[bool]:
+        seen = [budget.allows(), budget.allows()]
+        time.sleep(_inline.TURN_BUDGET * 2)
+        seen.append(budget.allows())
+        await asyncio.sleep(0)  # the next turn
+        seen.append(budget.allows())
+        return seen
+
+    assert asyncio.run(main()) == [True, True, False, True]
+
+
+def test_a_budget_spent_by_the_fast_path_leaves_the_runner_one_call_per_turn() -> None:
+    budget = TurnBudget()
+    done: list[str] = []
+    runner = LoopRunner(lambda request: done.append(request) or request, budget)
+
+    async def main() -> None:
+        futures = [runner.run(str(i)) for i in range(3)]
+        assert not runner.idle
+        budget.allows()
+        time.sleep(_inline.TURN_BUDGET * 2)  # the fast path spent this turn's budget
+        await asyncio.sleep(0)
+        assert done == ["0"]  # one call, for progress; the rest in later turns
+        assert [await f for f in futures] == ["0", "1", "2"]
+        assert runner.idle
+
+    asyncio.run(main())
+
+
+# --- how `labelbridge start` serves ---------------------------------------------------------
+def test_labelbridge_start_serves_with_the_fast_path_protocol() -> None:
+    from labelbridge.cli.start import _uvicorn_config
+
+    assert _uvicorn_config(Settings(), workers=1).http == SERVER_PROTOCOL
+
+
+def test_a_uvicorn_without_the_needed_internals_gets_its_own_protocol(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from labelbridge import _http
+    from labelbridge.cli.start import _http_protocol
+
+    assert _http.supported()
+    monkeypatch.delattr(_http.HttpToolsProtocol, "_start_asgi_task")
+    assert not _http.supported()
+    assert _http_protocol() == "auto"
