@@ -54,11 +54,15 @@ def test_a_cheap_batch_rate_does_not_make_slow_single_calls_inline() -> None:
     assert not cost.allows(1)
 
 
-def test_a_slow_surprise_inline_pauses_inline_and_the_pause_doubles(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    now = [1000.0]
-    monkeypatch.setattr(_inline.time, "monotonic", lambda: now[0])
+@pytest.fixture
+def now(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """time.monotonic() as _inline sees it, moved by the test: now[0]."""
+    clock = [1000.0]
+    monkeypatch.setattr(_inline.time, "monotonic", lambda: clock[0])
+    return clock
+
+
+def test_a_slow_surprise_inline_pauses_inline_and_the_pause_doubles(now: list[float]) -> None:
     cost = InlineCost(2.0)
     cost.record(0.000_050, 1, inline=False)
     cost.record(0.500, 1, inline=True)  # 250x the limit, on the event loop
@@ -77,11 +81,9 @@ def test_a_slow_surprise_inline_pauses_inline_and_the_pause_doubles(
 
 
 def test_a_surprise_long_after_the_last_one_pauses_for_the_first_pause_again(
-    monkeypatch: pytest.MonkeyPatch,
+    now: list[float],
 ) -> None:
     """A host that stalls a process now and then must not turn inline off for good."""
-    now = [1000.0]
-    monkeypatch.setattr(_inline.time, "monotonic", lambda: now[0])
     cost = InlineCost(2.0)
     cost.record(0.000_050, 1, inline=False)
     for _ in range(3):  # three surprises in a row: 5, 10, 20 s

@@ -299,6 +299,14 @@ class Gate:
         ) and log.isEnabledFor(logging.INFO):
             log.info("%s %s -> %s in %.1f ms", method, mask_secrets(path), status, elapsed * 1000)
 
+    def _error_answer(self, exc: Exception) -> tuple[int, bytes]:
+        """Status and JSON body of a /predict that failed: ours mapped, anything else a 500."""
+        if isinstance(exc, LabelBridgeError):
+            response = our_error(exc)
+        else:
+            response = unexpected_error(exc, self.debug)
+        return response.status_code, bytes(response.body)
+
     def answer_now(
         self, path: str, headers: Iterable[tuple[bytes, bytes]], raw: bytes
     ) -> tuple[int, bytes] | PredictRequest | None:
@@ -333,12 +341,8 @@ class Gate:
             if answer is None:
                 return request
             status, payload = 200, orjson.dumps(answer, option=_NUMPY)
-        except LabelBridgeError as exc:
-            response = our_error(exc)
-            status, payload = response.status_code, bytes(response.body)
         except Exception as exc:
-            response = unexpected_error(exc, self.debug)
-            status, payload = response.status_code, bytes(response.body)
+            status, payload = self._error_answer(exc)
         prefix = path[: -len("/predict")]
         self._done(
             "POST",
@@ -384,12 +388,8 @@ class Gate:
             if answer is None:
                 answer = await pool_for(backend).run(backend.predict, request)
             status, payload = 200, orjson.dumps(answer, option=_NUMPY)
-        except LabelBridgeError as exc:
-            response = our_error(exc)
-            status, payload = response.status_code, bytes(response.body)
         except Exception as exc:
-            response = unexpected_error(exc, self.debug)
-            status, payload = response.status_code, bytes(response.body)
+            status, payload = self._error_answer(exc)
         await _send_json(send, status, payload)
         return status, raw if self.debug else b""
 
