@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 import pytest
 import uvicorn
 
@@ -272,6 +271,9 @@ def test_calls_queued_for_the_loop_runner_are_not_overtaken(tmp_path: Path) -> N
     gate = app.gate
     body = _body("love")
 
+    def no_fallback(request: Any) -> None:
+        raise AssertionError("went the ASGI way")
+
     async def main() -> None:
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app)
@@ -279,16 +281,54 @@ def test_calls_queued_for_the_loop_runner_are_not_overtaken(tmp_path: Path) -> N
                 assert (await http.post("/setup", json=SETUP)).status_code == 200
                 for _ in range(2):  # measured: the model may now run inline
                     assert (await http.post("/predict", content=body)).status_code == 200
+            order: list[str] = []
             runner = gate.loop_runs[backend]
-            queued = runner.run(parse_raw(body, PredictRequest))  # runs in the next turn
-            assert not runner.idle
-            assert not isinstance(gate.answer_now("/predict", [], body), tuple)
-            assert _choice(orjson.dumps(await queued)) == ["Positive"]
-            answer = gate.answer_now("/predict", [], body)
-            assert isinstance(answer, tuple) and answer[0] == 200
-            assert _choice(answer[1]) == ["Positive"]
+            runner.submit(
+                parse_raw(body, PredictRequest), lambda *_: order.append("queued"), lambda: True
+            )
+            replies: list[tuple[int, bytes]] = []
+
+            def reply(status: int, payload: bytes) -> None:
+                order.append("new")
+                replies.append((status, payload))
+
+            gate.take_predict("/predict", [], body, reply, no_fallback, lambda: True)
+            assert replies == []  # not answered at once: a call was queued before it
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            assert order == ["queued", "new"]
+            assert replies[0][0] == 200 and _choice(replies[0][1]) == ["Positive"]
+            gate.take_predict("/predict", [], body, reply, no_fallback, lambda: True)
+            assert len(replies) == 2  # nothing queued, budget left: at once
 
     asyncio.run(main())
+
+
+def test_many_connections_each_get_their_own_answer_when_calls_wait_for_later_turns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A budget of 0: every call after the first of a turn waits for a coming turn, and its
+    answer is written from there to the connection it came from."""
+    monkeypatch.setattr(_inline, "TURN_BUDGET", 0.0)
+    errors: list[str] = []
+    with _served(tmp_path) as (url, _, through_asgi):
+
+        def client(index: int) -> None:
+            with httpx.Client(timeout=10) as http:
+                for turn in range(15):
+                    text = "I love it" if (index + turn) % 2 else "no"
+                    answer = http.post(f"{url}/predict", content=_body(text, f"{index}"))
+                    want = ["Positive" if "love" in text else "Negative", "Negative"]
+                    if answer.status_code != 200 or _choice(answer.content) != want:
+                        errors.append(f"{index}/{turn}: {answer.status_code} {answer.text}")
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    assert errors == []
+    assert through_asgi == []
 
 
 # --- the turn budget --------------------------------------------------------------------------

@@ -110,6 +110,14 @@ def test_pool_calls_beside_others_count_their_cpu_time_not_their_wait_for_the_gi
     assert not cost.allows(64)
 
 
+def test_a_first_call_beside_others_still_teaches_the_share() -> None:
+    """Else a model that waits, first seen only beside other calls, would have no share and
+    go inline (seen once in the suite)."""
+    cost = InlineCost(10.0)
+    cost.record(0.002, 1, inline=False, cpu_seconds=0.000_05, alone=False)  # asleep, mostly
+    assert cost.cpu_share is not None and not cost.allows(1)
+
+
 def test_a_pool_call_is_alone_only_if_no_other_pool_call_overlapped_it() -> None:
     cost = InlineCost(10.0)
     first = cost.pool_enter()

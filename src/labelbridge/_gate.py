@@ -307,55 +307,75 @@ class Gate:
             response = unexpected_error(exc, self.debug)
         return response.status_code, bytes(response.body)
 
-    def answer_now(
-        self, path: str, headers: Iterable[tuple[bytes, bytes]], raw: bytes
-    ) -> tuple[int, bytes] | PredictRequest | None:
-        """POST /predict answered on the spot, for labelbridge._http's fast path: (status,
-        JSON body) when the model runs inline and nothing on the way waits; else the parsed
-        request (or None) for the ASGI path, which then skips parsing it again.
+    def take_predict(
+        self,
+        path: str,
+        headers: Iterable[tuple[bytes, bytes]],
+        raw: bytes,
+        reply: Callable[[int, bytes], None],
+        fallback: Callable[[PredictRequest | None], None],
+        wanted: Callable[[], bool],
+    ) -> None:
+        """POST /predict for labelbridge._http's fast path, with its body in hand: `reply`
+        gets (status, JSON body) when the model runs inline, now if this loop turn's budget
+        allows, else from the LoopRunner in a coming turn (no task to wake either way);
+        `fallback` gets the request (parsed, or None) when it must go the ASGI way: a model
+        that waits or is slow, a version to load, credentials missing, --debug, a body over
+        the limit or in error (those errors are answered there exactly as before). `wanted`:
+        False once the client has left.
 
-        The same answer, metrics, ring line and log as __call__ would give; the cases it
-        leaves to the ASGI path (credentials missing, --debug, a body over the limit, errors
-        in the body) are answered there exactly as before."""
+        The same answer, metrics, ring line and log as __call__ would give."""
         backend = self.direct.get(path)
         if (
             backend is None
             or not self.inline
             or self.debug
             or len(raw) > self.max_body
-            or not self.loop_runs[backend].idle  # queued calls first
-            or not self.turn.allows()
+            or (
+                (self.basic is not None or self.bearer is not None)
+                and not self._authorized(headers)
+            )
         ):
-            return None
-        if (self.basic is not None or self.bearer is not None) and not self._authorized(headers):
-            return None
+            fallback(None)
+            return
         began = time.perf_counter()
         try:
             request = parse_raw(raw, PredictRequest)
         except LabelBridgeError:
-            return None
+            fallback(None)
+            return
         if not backend.inline.allows(len(request.tasks)):
-            return request
-        try:
-            answer = backend.predict_nowait(request)
-            if answer is None:
-                return request
-            status, payload = 200, orjson.dumps(answer, option=_NUMPY)
-        except Exception as exc:
-            status, payload = self._error_answer(exc)
-        prefix = path[: -len("/predict")]
-        self._done(
-            "POST",
-            path,
-            prefix,
-            backend,
-            "/predict",
-            status,
-            time.perf_counter() - began,
-            b"",
-            True,
-        )
-        return status, payload
+            fallback(request)
+            return
+
+        def finish(answer: Any, exc: BaseException | None) -> None:
+            if exc is None and answer is None:
+                fallback(request)  # it needs the pool after all (a version to load, ...)
+                return
+            if exc is None:
+                try:
+                    status, payload = 200, orjson.dumps(answer, option=_NUMPY)
+                except Exception as error:
+                    status, payload = self._error_answer(error)
+            elif isinstance(exc, Exception):
+                status, payload = self._error_answer(exc)
+            else:  # CancelledError from predict(), or the server stopping
+                status, payload = self._error_answer(RuntimeError(repr(exc)))
+            elapsed = time.perf_counter() - began
+            prefix = path[: -len("/predict")]
+            self._done("POST", path, prefix, backend, "/predict", status, elapsed, b"", True)
+            reply(status, payload)
+
+        runner = self.loop_runs[backend]
+        if runner.idle and self.turn.allows():
+            try:
+                answer = backend.predict_nowait(request)
+            except Exception as exc:
+                finish(None, exc)
+            else:
+                finish(answer, None)
+        else:  # queued calls first; this turn's budget spent: a coming turn
+            runner.submit(request, finish, wanted)
 
     async def _predict(
         self, backend: Backend, receive: Receive, send: Send, parsed: PredictRequest | None

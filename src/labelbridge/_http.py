@@ -4,17 +4,15 @@ uvicorn starts an ASGI task per request as soon as its headers are in, and the a
 two `send` messages, each one write to the socket. For a model fast enough to run inline, that
 machinery costs more than everything else a one-task /predict does (bench/NOTES.md). So for a
 POST to a /predict path with a small body (Content-Length up to uvicorn's read buffer limit),
-this protocol waits for the body, asks the Gate for the answer on the spot
-(`Gate.answer_now`: the same answer, metrics and logs as the ASGI path) and writes the whole
-response at once, with uvicorn's own default headers. Whenever the gate cannot answer without
-waiting (a slow model, a version to load, credentials missing, --debug), the request goes on
+this protocol waits for the body and hands it to the Gate (`Gate.take_predict`: the same
+answer, metrics and logs as the ASGI path), which answers at once while this turn of the event
+loop has inline budget left, else queues the call for a coming turn (labelbridge._inline); the
+answer is written whole, with uvicorn's own default headers, in one write. Whatever the gate
+cannot answer inline (a slow model, a version to load, credentials missing, --debug) goes on
 as uvicorn would have run it, with the body already parsed.
 
 Everything else (other routes, large bodies, chunked uploads, pipelining, upgrades, 100-continue,
-limit_concurrency, flow control, keep-alive, graceful shutdown) stays uvicorn's. So do the
-requests that come after this turn of the event loop spent TURN_BUDGET on the spot (uvloop
-runs the read callbacks of every ready socket in one turn: at concurrency 64 that would be 64
-predict() calls in a row while /health waits; see labelbridge._inline.TurnBudget).
+limit_concurrency, flow control, keep-alive, graceful shutdown) stays uvicorn's.
 """
 
 from __future__ import annotations
@@ -57,7 +55,7 @@ def find_gate(app: Any) -> Gate | None:
     """The Gate inside uvicorn's loaded app (under its middleware: proxy headers, logging)."""
     for _ in range(16):
         gate = getattr(app, "gate", None)
-        if callable(getattr(gate, "answer_now", None)):
+        if callable(getattr(gate, "take_predict", None)):
             return gate
         app = getattr(app, "app", None)
         if app is None:
@@ -97,17 +95,27 @@ class PredictProtocol(HttpToolsProtocol):
             return
         self._held = None
         cycle, app = held
-        answer = None
-        if self._gate is not None and not self.flow.write_paused:
-            answer = self._gate.answer_now(
-                cycle.scope["path"], cycle.scope["headers"], bytes(cycle.body)
-            )
-        if isinstance(answer, tuple):
-            self._write(cycle, *answer)
+        if self._gate is None or self.flow.write_paused:
+            super()._start_asgi_task(cycle, app)
             return
-        if answer is not None:
-            cycle.scope["labelbridge.request"] = answer  # type: ignore[typeddict-unknown-key]
-        super()._start_asgi_task(cycle, app)
+
+        def reply(status: int, body: bytes) -> None:
+            self._write(cycle, status, body)
+
+        def fallback(request: Any) -> None:
+            if request is not None:
+                cycle.scope["labelbridge.request"] = request  # type: ignore[typeddict-unknown-key]
+            super(PredictProtocol, self)._start_asgi_task(cycle, app)
+
+        transport = self.transport
+        self._gate.take_predict(
+            cycle.scope["path"],
+            cycle.scope["headers"],
+            bytes(cycle.body),
+            reply,
+            fallback,
+            lambda: not transport.is_closing(),
+        )
 
     def _write(self, cycle: RequestResponseCycle, status: int, body: bytes) -> None:
         """The whole response in one write, as uvicorn's send() would have framed it."""
@@ -120,6 +128,8 @@ class PredictProtocol(HttpToolsProtocol):
         parts += [b"\r\n", body]
         cycle.response_started = cycle.response_complete = True
         cycle.waiting_for_100_continue = False
+        if self.transport.is_closing():  # the client left while its call was queued
+            return
         self.transport.write(b"".join(parts))
         cycle.message_event.set()
         if not cycle.keep_alive:
