@@ -21,9 +21,8 @@ import uvicorn
 
 from _backends import CHOICES_CONFIG, Echo
 from labelbridge import _inline
-from labelbridge._gate import parse_raw
+from labelbridge._gate import parse_predict
 from labelbridge._inline import LoopRunner, TurnBudget
-from labelbridge.protocol import PredictRequest
 from labelbridge.server import create_app
 from labelbridge.service import Backend
 from labelbridge.settings import Settings
@@ -271,8 +270,19 @@ def test_calls_queued_for_the_loop_runner_are_not_overtaken(tmp_path: Path) -> N
     gate = app.gate
     body = _body("love")
 
-    def no_fallback(request: Any) -> None:
-        raise AssertionError("went the ASGI way")
+    order: list[str] = []
+    replies: list[tuple[int, bytes]] = []
+
+    class To:
+        def reply(self, status: int, payload: bytes) -> None:
+            order.append("new")
+            replies.append((status, payload))
+
+        def fallback(self, call: Any) -> None:
+            raise AssertionError("went the ASGI way")
+
+        def wanted(self) -> bool:
+            return True
 
     async def main() -> None:
         async with app.router.lifespan_context(app):
@@ -281,24 +291,15 @@ def test_calls_queued_for_the_loop_runner_are_not_overtaken(tmp_path: Path) -> N
                 assert (await http.post("/setup", json=SETUP)).status_code == 200
                 for _ in range(2):  # measured: the model may now run inline
                     assert (await http.post("/predict", content=body)).status_code == 200
-            order: list[str] = []
             runner = gate.loop_runs[backend]
-            runner.submit(
-                parse_raw(body, PredictRequest), lambda *_: order.append("queued"), lambda: True
-            )
-            replies: list[tuple[int, bytes]] = []
-
-            def reply(status: int, payload: bytes) -> None:
-                order.append("new")
-                replies.append((status, payload))
-
-            gate.take_predict("/predict", [], body, reply, no_fallback, lambda: True)
+            runner.submit(parse_predict(body), lambda *_: order.append("queued"), lambda: True)
+            gate.take_predict("/predict", [], body, To())
             assert replies == []  # not answered at once: a call was queued before it
             await asyncio.sleep(0)
             await asyncio.sleep(0)
             assert order == ["queued", "new"]
             assert replies[0][0] == 200 and _choice(replies[0][1]) == ["Positive"]
-            gate.take_predict("/predict", [], body, reply, no_fallback, lambda: True)
+            gate.take_predict("/predict", [], body, To())
             assert len(replies) == 2  # nothing queued, budget left: at once
 
     asyncio.run(main())
@@ -381,3 +382,167 @@ def test_a_uvicorn_without_the_needed_internals_gets_its_own_protocol(
     monkeypatch.delattr(_http.HttpToolsProtocol, "_start_asgi_task")
     assert not _http.supported()
     assert _http_protocol() == "auto"
+
+
+# --- a held request, step by step (a real socket; the gate's answer given by the test) -------
+@contextmanager
+def _held_connection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """PredictProtocol on one end of a socket pair, in a running loop; the gate's take_predict
+    replaced by a list of the requests it was handed, for the test to answer when it likes.
+    Yields a `run(coroutine_function)`: it gets (protocol, client socket, held) in the loop."""
+    from uvicorn.server import ServerState
+
+    from labelbridge._http import PredictProtocol
+
+    backend = Backend(Echo, Settings(model_dir=tmp_path / "models"), model_ref="_backends:Echo")
+    app = create_app(backend)
+    held: list[Any] = []
+
+    def run(test: Any) -> None:
+        async def main() -> None:
+            async with app.router.lifespan_context(app):
+                transport = httpx.ASGITransport(app)
+                async with httpx.AsyncClient(transport=transport, base_url="http://x") as http:
+                    assert (await http.post("/setup", json=SETUP)).status_code == 200
+                    for _ in range(2):  # measured: the model may now run inline
+                        assert (await http.post("/predict", content=_body("w"))).status_code == 200
+                monkeypatch.setattr(
+                    app.gate, "take_predict", lambda path, headers, raw, to: held.append(to)
+                )
+                config = uvicorn.Config(app, http=PredictProtocol, log_level="warning")
+                config.load()
+                state = ServerState()
+                ours, theirs = socket.socketpair()
+                theirs.setblocking(False)
+                loop = asyncio.get_running_loop()
+                _, protocol = await loop.connect_accepted_socket(
+                    lambda: PredictProtocol(config=config, server_state=state, app_state={}), ours
+                )
+                try:
+                    await test(protocol, theirs, held)
+                finally:
+                    theirs.close()
+                    protocol.transport.close()
+
+        asyncio.run(main())
+
+    yield run
+
+
+async def _until(check: Any) -> None:
+    for _ in range(500):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("never happened")
+
+
+async def _read_all(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    loop = asyncio.get_running_loop()
+    received = b""
+    while chunk := await asyncio.wait_for(loop.sock_recv(sock, 65536), 5):
+        received += chunk
+    return received
+
+
+def test_a_request_pipelined_behind_a_held_one_waits_for_its_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def test(protocol: Any, client: socket.socket, held: list[Any]) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.sock_sendall(
+            client,
+            _post("/predict", _body("love"))
+            + _post("/predict", _body("hate"))
+            + b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        await _until(lambda: held)
+        await asyncio.sleep(0.2)
+        with pytest.raises(TimeoutError):  # nothing is answered before the held request
+            await asyncio.wait_for(loop.sock_recv(client, 65536), 0.2)
+        assert len(held) == 1  # the next /predict is not held beside it: it waits its turn
+        assert held[0].wanted()
+        held[0].reply(200, b'{"held":true}')
+        received = await _read_all(client)
+        first, second, third = received.split(b"HTTP/1.1 ")[1:]
+        assert first.startswith(b"200 OK\r\n") and first.endswith(b'\r\n\r\n{"held":true}')
+        assert b"connection: close" not in first.lower()
+        assert second.startswith(b"200 OK\r\n")
+        assert _choice(second.split(b"\r\n\r\n", 1)[1]) == ["Negative"]
+        assert third.startswith(b"200 OK\r\n") and b'"status":"UP"' in third
+
+    with _held_connection(tmp_path, monkeypatch) as run:
+        run(test)
+
+
+def test_shutdown_while_a_request_is_held_closes_the_connection_after_its_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def test(protocol: Any, client: socket.socket, held: list[Any]) -> None:
+        await asyncio.get_running_loop().sock_sendall(client, _post("/predict", _body("love")))
+        await _until(lambda: held)
+        protocol.shutdown()  # what uvicorn does to every connection when it stops
+        assert not protocol.transport.is_closing()  # the held request still gets its answer
+        held[0].reply(200, b"{}")
+        received = await _read_all(client)
+        assert received.startswith(b"HTTP/1.1 200 OK\r\n") and received.endswith(b"\r\n\r\n{}")
+        assert b"\r\nconnection: close\r\n" in received
+
+    with _held_connection(tmp_path, monkeypatch) as run:
+        run(test)
+
+
+def test_a_client_that_leaves_while_held_is_not_answered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def test(protocol: Any, client: socket.socket, held: list[Any]) -> None:
+        await asyncio.get_running_loop().sock_sendall(client, _post("/predict", _body("love")))
+        await _until(lambda: held)
+        client.close()
+        await _until(lambda: not held[0].wanted())
+        held[0].reply(200, b"{}")  # nothing to write to: no error, nothing counted
+        assert protocol.server_state.total_requests == 0
+
+    with _held_connection(tmp_path, monkeypatch) as run:
+        run(test)
+
+
+@pytest.mark.parametrize("version", ["1.1", "1.0"])
+def test_a_held_request_sent_the_asgi_way_gets_the_scope_uvicorn_gives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: str
+) -> None:
+    """A held request the gate cannot answer inline (here a body in error) gets its ASGI
+    scope late, built by labelbridge._http: the same as uvicorn's own protocol builds."""
+    from labelbridge._gate import Gate
+
+    scopes: list[dict[str, Any]] = []
+    original = Gate.__call__
+
+    async def recording(self: Gate, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == "/predict":
+            scopes.append(dict(scope))
+        await original(self, scope, receive, send)
+
+    monkeypatch.setattr(Gate, "__call__", recording)
+    body = b'{"tasks": 3}'
+    raw = (
+        f"POST /predict HTTP/{version}\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+        "Content-Type: application/json\r\n\r\n"
+    ).encode() + body
+
+    def scope_of(folder: Path, http: str | None) -> tuple[dict[str, Any], int]:
+        with _served(folder, http) as (url, _, through_asgi):
+            scopes.clear()
+            assert _exchange(url, raw, 1)[0][0].startswith(b"HTTP/1.1 422")
+            return scopes[-1], len(through_asgi)
+
+    ours, through = scope_of(tmp_path / "ours", None)
+    theirs, _ = scope_of(tmp_path / "theirs", "httptools")
+    assert through == 1
+    for scope in (ours, theirs):
+        scope.pop("client")
+        scope["server"] = scope["server"][0]  # ports differ
+        scope["state"] = sorted(scope["state"])
+    assert ours == theirs
+    assert ours["http_version"] == version and ours["method"] == "POST"

@@ -577,3 +577,57 @@ def test_split_valid_finds_the_one_bad_item_among_ten_thousand_tasks() -> None:
     clean, problems = split_valid(CONFIG, predictions, list(range(10_000)))
     assert [(p.task_id, p.item_index) for p in problems] == [(5000, 3)]
     assert len(clean[5000]["result"]) == 3 and clean[1] is predictions[1]
+
+
+# --- the shortcut for plain Choices items ---------------------------------------------------
+def _choice_items() -> list[Any]:
+    """Choices items of every control of CONFIG, each field in turn set to odd values."""
+    odd: list[Any] = [None, "", "Positive", "POL", "Sport", 1, 0.5, 2.0, math.nan, True, [], {}]
+    odd += [["Positive"], ["Sport", "POL"], ["Sport", "Sport"], ["Cat"], ["Animal", "Cat"], [1]]
+    items: list[Any] = []
+    names = [*CONFIG.controls, "nope"]
+    for name in names:
+        for value in (["Positive"], ["Sport", "POL"], ["Politics"], ["x"], ["Animal"]):
+            base = {
+                "from_name": name,
+                "to_name": "text",
+                "type": "choices",
+                "value": {"choices": value},
+                "score": 0.5,
+            }
+            items.append(base)
+            for key in ("from_name", "to_name", "type", "score", "value", "id"):
+                for bad in odd:
+                    items.append({**base, key: bad})
+                items.append({k: v for k, v in base.items() if k != key})
+            for bad in odd:
+                items.append({**base, "value": {"choices": bad}})
+                items.append({**base, "value": {"choices": value, "other": bad}})
+    return items
+
+
+def test_the_plain_choices_shortcut_never_passes_an_item_the_full_check_refuses() -> None:
+    from labelbridge.validation import _check_item, _plain_choices
+
+    passed = 0
+    for item in _choice_items():
+        issues: list[tuple[str, str]] = []
+        _check_item(CONFIG, item, issues)
+        if _plain_choices(CONFIG, item):
+            passed += 1
+            assert issues == [], item
+    assert passed > 20  # the shortcut is taken (single, multiple, aliases, dynamic labels)
+
+
+def test_split_valid_gives_the_same_answer_with_and_without_the_shortcut(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from labelbridge import validation
+
+    predictions = [{"result": [item], "score": 0.5} for item in _choice_items()]
+    ids = list(range(len(predictions)))
+    fast = split_valid(CONFIG, copy.deepcopy(predictions), ids)
+    monkeypatch.setattr(validation, "_plain_choices", lambda config, item: False)
+    full = split_valid(CONFIG, copy.deepcopy(predictions), ids)
+    assert [str(p) for p in fast[1]] == [str(p) for p in full[1]]
+    assert fast[0] == full[0]

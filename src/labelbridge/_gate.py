@@ -16,7 +16,8 @@ import logging
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any, TypeVar
+from functools import partial
+from typing import Any, Protocol, TypeVar
 
 import orjson
 from pydantic import BaseModel, ValidationError
@@ -27,7 +28,7 @@ from labelbridge._inline import LoopRunner, TurnBudget
 from labelbridge._pool import pool_for
 from labelbridge.errors import AuthenticationRequired, BadRequest, LabelBridgeError, PayloadTooLarge
 from labelbridge.logs import mask_secrets
-from labelbridge.protocol import PredictRequest
+from labelbridge.protocol import PredictCall, PredictRequest
 from labelbridge.service import Backend
 from labelbridge.settings import Settings
 from labelbridge.status import RequestRing
@@ -35,8 +36,10 @@ from labelbridge.status import RequestRing
 __all__ = [
     "Gate",
     "ORJSONResponse",
+    "Responder",
     "authenticated",
     "our_error",
+    "parse_predict",
     "parse_raw",
     "unexpected_error",
 ]
@@ -84,16 +87,31 @@ def field_of(error: Mapping[str, Any]) -> str:
 
 
 def parse_raw(raw: bytes, model: type[M]) -> M:
-    if not raw.strip():
+    return _validated(_loads(raw), model)
+
+
+def parse_predict(raw: bytes) -> PredictCall:
+    """A /predict body: the usual shape checked by hand (PredictCall.from_json), anything
+    else validated by PredictRequest, whose error names the field."""
+    data = _loads(raw)
+    call = PredictCall.from_json(data)
+    return call if call is not None else PredictCall.of(_validated(data, PredictRequest))
+
+
+def _loads(raw: bytes) -> Any:
+    if not raw or raw.isspace():
         raise BadRequest("the request body is empty; a JSON object is expected", field="body")
     try:
         # orjson is strict RFC 8259 JSON: NaN, Infinity and overflowing numbers (1e309) are
         # refused here, as Label Studio never sends them; pydantic's own JSON parser would
         # let them through as non-finite floats. Costs ~10-20% more than model_validate_json
         # on a 20k-task body (~20 ms), nothing measurable on small ones.
-        data = orjson.loads(raw)
+        return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}", field="body") from None
+
+
+def _validated(data: Any, model: type[M]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -141,6 +159,18 @@ async def send_error(send: Send, exc: LabelBridgeError, *, www_auth: bool = Fals
     await _send_json(send, exc.status_code, orjson.dumps(exc.to_dict()), extra)
 
 
+class Responder(Protocol):
+    """Where take_predict's outcome goes: labelbridge._http's request waiting for its answer."""
+
+    def reply(self, status: int, body: bytes) -> None: ...
+
+    def fallback(self, call: PredictCall | None) -> None:
+        """Answer it the ASGI way (call: the body, parsed already)."""
+
+    def wanted(self) -> bool:
+        """False once the client has left."""
+
+
 class Gate:
     """Pure ASGI: auth, body limit, metrics, logs; POST /predict answered here."""
 
@@ -170,34 +200,27 @@ class Gate:
         self.loop_runs = {
             backend: LoopRunner(backend.predict_nowait, self.turn) for backend in backends.values()
         }
-        self._series: dict[tuple[int, str, int], Callable[[float], None]] = {}
+        self._series: dict[tuple[int, str, int], Callable[[float, float], None]] = {}
         user = settings.basic_auth_user or ""
         password = settings.basic_auth_pass.get_secret_value() if settings.basic_auth_pass else ""
         self.basic = f"{user}:{password}".encode() if settings.basic_auth_user else None
         self.bearer = settings.api_token.get_secret_value().encode() if settings.api_token else None
 
-    def _count(self, backend: Backend, route: str, status: int) -> Callable[[float], None]:
+    def _count(self, backend: Backend, route: str, status: int) -> Callable[[float, float], None]:
         """The metrics of one (backend, route, status): latency and count, bound once.
         Unknown paths share the route "other": a scanner must not grow the series without
         end."""
         key = (id(backend), route, status)
         series = self._series.get(key)
         if series is None:
-            observe = backend.metrics.histogram(
-                "labelbridge_request_seconds", "Request latency by route.", route=route
+            series = self._series[key] = backend.metrics.timed(
+                ("labelbridge_request_seconds", "Request latency by route.", {"route": route}),
+                (
+                    "labelbridge_requests_total",
+                    "Requests by route and status.",
+                    {"route": route, "status": str(status)},
+                ),
             )
-            inc = backend.metrics.counter(
-                "labelbridge_requests_total",
-                "Requests by route and status.",
-                route=route,
-                status=str(status),
-            )
-
-            def series(elapsed: float) -> None:
-                observe(elapsed)
-                inc(1.0)
-
-            self._series[key] = series
         return series
 
     def _authorized(self, headers: Iterable[tuple[bytes, bytes]]) -> bool:
@@ -288,7 +311,9 @@ class Gate:
     ) -> None:
         """A request answered: its metrics, its line in the status page's ring, its log."""
         if backend is not None:
-            self._count(backend, route if path in self.known_paths else "other", status)(elapsed)
+            self._count(backend, route if path in self.known_paths else "other", status)(
+                elapsed, 1.0
+            )
         ring = self.rings.get(prefix)
         if ring is not None and route not in _QUIET_ROUTES:
             ring.add(method, path, status, elapsed)
@@ -307,22 +332,21 @@ class Gate:
             response = unexpected_error(exc, self.debug)
         return response.status_code, bytes(response.body)
 
+    def answers_inline(self, path: str) -> bool:
+        """Whether a POST to `path` is for a model that runs inline now: labelbridge._http
+        then holds the request for take_predict instead of starting an ASGI task."""
+        backend = self.direct.get(path)
+        return backend is not None and self.inline and not self.debug and backend.inline.allows(1)
+
     def take_predict(
-        self,
-        path: str,
-        headers: Iterable[tuple[bytes, bytes]],
-        raw: bytes,
-        reply: Callable[[int, bytes], None],
-        fallback: Callable[[PredictRequest | None], None],
-        wanted: Callable[[], bool],
+        self, path: str, headers: Iterable[tuple[bytes, bytes]], raw: bytes, to: Responder
     ) -> None:
-        """POST /predict for labelbridge._http's fast path, with its body in hand: `reply`
+        """POST /predict for labelbridge._http's fast path, with its body in hand: `to.reply`
         gets (status, JSON body) when the model runs inline, now if this loop turn's budget
         allows, else from the LoopRunner in a coming turn (no task to wake either way);
-        `fallback` gets the request (parsed, or None) when it must go the ASGI way: a model
-        that waits or is slow, a version to load, credentials missing, --debug, a body over
-        the limit or in error (those errors are answered there exactly as before). `wanted`:
-        False once the client has left.
+        `to.fallback` gets the request (parsed, or None) when it must go the ASGI way: a
+        model that waits or is slow, a version to load, credentials missing, --debug, a body
+        over the limit or in error (those errors are answered there exactly as before).
 
         The same answer, metrics, ring line and log as __call__ would give."""
         backend = self.direct.get(path)
@@ -336,49 +360,58 @@ class Gate:
                 and not self._authorized(headers)
             )
         ):
-            fallback(None)
+            to.fallback(None)
             return
         began = time.perf_counter()
         try:
-            request = parse_raw(raw, PredictRequest)
+            call = parse_predict(raw)
         except LabelBridgeError:
-            fallback(None)
+            to.fallback(None)
             return
-        if not backend.inline.allows(len(request.tasks)):
-            fallback(request)
+        if not backend.inline.allows(len(call.tasks)):
+            to.fallback(call)
             return
-
-        def finish(answer: Any, exc: BaseException | None) -> None:
-            if exc is None and answer is None:
-                fallback(request)  # it needs the pool after all (a version to load, ...)
-                return
-            if exc is None:
-                try:
-                    status, payload = 200, orjson.dumps(answer, option=_NUMPY)
-                except Exception as error:
-                    status, payload = self._error_answer(error)
-            elif isinstance(exc, Exception):
-                status, payload = self._error_answer(exc)
-            else:  # CancelledError from predict(), or the server stopping
-                status, payload = self._error_answer(RuntimeError(repr(exc)))
-            elapsed = time.perf_counter() - began
-            prefix = path[: -len("/predict")]
-            self._done("POST", path, prefix, backend, "/predict", status, elapsed, b"", True)
-            reply(status, payload)
-
         runner = self.loop_runs[backend]
         if runner.idle and self.turn.allows():
             try:
-                answer = backend.predict_nowait(request)
+                answer = backend.predict_nowait(call)
             except Exception as exc:
-                finish(None, exc)
+                self._answer(path, backend, began, to, call, None, exc)
             else:
-                finish(answer, None)
+                self._answer(path, backend, began, to, call, answer, None)
         else:  # queued calls first; this turn's budget spent: a coming turn
-            runner.submit(request, finish, wanted)
+            runner.submit(call, partial(self._answer, path, backend, began, to, call), to.wanted)
+
+    def _answer(
+        self,
+        path: str,
+        backend: Backend,
+        began: float,
+        to: Responder,
+        call: PredictCall,
+        answer: Any,
+        exc: BaseException | None,
+    ) -> None:
+        """An inline call's outcome, to its responder (see take_predict)."""
+        if exc is None and answer is None:
+            to.fallback(call)  # it needs the pool after all (a version to load, ...)
+            return
+        if exc is None:
+            try:
+                status, payload = 200, orjson.dumps(answer, option=_NUMPY)
+            except Exception as error:
+                status, payload = self._error_answer(error)
+        elif isinstance(exc, Exception):
+            status, payload = self._error_answer(exc)
+        else:  # CancelledError from predict(), or the server stopping
+            status, payload = self._error_answer(RuntimeError(repr(exc)))
+        elapsed = time.perf_counter() - began
+        prefix = path[: -len("/predict")]
+        self._done("POST", path, prefix, backend, "/predict", status, elapsed, b"", True)
+        to.reply(status, payload)
 
     async def _predict(
-        self, backend: Backend, receive: Receive, send: Send, parsed: PredictRequest | None
+        self, backend: Backend, receive: Receive, send: Send, parsed: PredictCall | None
     ) -> tuple[int, bytes]:
         """POST /predict: the same answer as the FastAPI route (server.make_router), errors
         included, without its routing layers. `parsed`: the body, when labelbridge._http's
@@ -399,7 +432,7 @@ class Gate:
                 break
         raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         try:
-            request = parsed if parsed is not None else parse_raw(raw, PredictRequest)
+            request = parsed if parsed is not None else parse_predict(raw)
             answer = (
                 await self.loop_runs[backend].run(request)
                 if self.inline and backend.inline.allows(len(request.tasks))

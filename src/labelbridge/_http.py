@@ -1,22 +1,26 @@
 """uvicorn's httptools protocol with a fast path for small POST /predict requests.
 
-uvicorn starts an ASGI task per request as soon as its headers are in, and the app answers in
-two `send` messages, each one write to the socket. For a model fast enough to run inline, that
-machinery costs more than everything else a one-task /predict does (bench/NOTES.md). So for a
-POST to a /predict path with a small body (Content-Length up to uvicorn's read buffer limit),
-this protocol waits for the body and hands it to the Gate (`Gate.take_predict`: the same
-answer, metrics and logs as the ASGI path), which answers at once while this turn of the event
-loop has inline budget left, else queues the call for a coming turn (labelbridge._inline); the
-answer is written whole, with uvicorn's own default headers, in one write. Whatever the gate
-cannot answer inline (a slow model, a version to load, credentials missing, --debug) goes on
-as uvicorn would have run it, with the body already parsed.
+uvicorn builds an ASGI scope and a RequestResponseCycle for every request, starts a task for it
+as soon as its headers are in, and the app answers in two `send` messages, each one write to
+the socket. For a model fast enough to run inline, that machinery costs more than everything
+else a one-task /predict does (bench/NOTES.md items 22 and 28). So a POST to a /predict path
+whose model runs inline, with a small body (Content-Length up to uvicorn's read buffer limit),
+is held here as a `_Light` request (no scope, no cycle, no task) until its body is in, then
+handed to the Gate (`Gate.take_predict`: the same answer, metrics and logs as the ASGI path),
+which answers at once while this turn of the event loop has inline budget left, else queues the
+call for a coming turn (labelbridge._inline); the answer is written whole, with uvicorn's own
+default headers, in one write. Whatever the gate cannot answer inline (a version to load,
+credentials missing, a bad body) gets its scope and cycle then and goes on as uvicorn would
+have run it, with the body already parsed.
 
 Everything else (other routes, large bodies, chunked uploads, pipelining, upgrades, 100-continue,
-limit_concurrency, flow control, keep-alive, graceful shutdown) stays uvicorn's.
+limit_concurrency, flow control, keep-alive, graceful shutdown) stays uvicorn's: a `_Light`
+stands in as `self.cycle` while it waits, with what uvicorn's own code reads of a cycle.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +33,7 @@ from uvicorn.protocols.http.httptools_impl import (
 
 if TYPE_CHECKING:  # not imported at run time: the supervisor imports this module to check it
     from labelbridge._gate import Gate
+    from labelbridge.protocol import PredictCall
 
 __all__ = ["PredictProtocol", "find_gate", "supported"]
 
@@ -42,12 +47,24 @@ def supported() -> bool:
 
     try:
         cycle = inspect.signature(RequestResponseCycle.__init__).parameters
-    except (TypeError, ValueError):
+        begin = inspect.getsource(HttpToolsProtocol.on_message_begin)
+    except (TypeError, ValueError, OSError):
         return False
     needed = {"scope", "default_headers", "message_event", "expect_100_continue", "keep_alive"}
-    return needed <= set(cycle) and all(
-        callable(getattr(HttpToolsProtocol, name, None))
-        for name in ("_start_asgi_task", "on_message_complete", "on_response_complete")
+    return (
+        needed <= set(cycle)
+        and "self.scope = " in begin
+        and all(
+            callable(getattr(HttpToolsProtocol, name, None))
+            for name in (
+                "_start_asgi_task",
+                "on_message_begin",
+                "on_headers_complete",
+                "on_body",
+                "on_message_complete",
+                "on_response_complete",
+            )
+        )
     )
 
 
@@ -63,78 +80,208 @@ def find_gate(app: Any) -> Gate | None:
     return None
 
 
+class _NoEvent:
+    """uvicorn sets a cycle's message_event when the connection is lost; nobody waits here."""
+
+    def set(self) -> None:
+        pass
+
+
+class _Light:
+    """A held POST /predict: what the gate answers to (labelbridge._gate.Responder), and what
+    uvicorn's own code reads of `self.cycle` while it waits (connection_lost, shutdown, the
+    pipelining check of the next request)."""
+
+    __slots__ = (
+        "body",
+        "disconnected",
+        "headers",
+        "http_version",
+        "keep_alive",
+        "path",
+        "protocol",
+        "response_complete",
+    )
+    message_event = _NoEvent()
+
+    def __init__(
+        self,
+        protocol: PredictProtocol,
+        path: str,
+        headers: list[tuple[bytes, bytes]],
+        http_version: str,
+        keep_alive: bool,
+    ) -> None:
+        self.protocol = protocol
+        self.path = path
+        self.headers = headers
+        self.http_version = http_version
+        self.keep_alive = keep_alive
+        self.body = bytearray()
+        self.response_complete = False
+        self.disconnected = False
+
+    def reply(self, status: int, body: bytes) -> None:
+        self.protocol._reply(self, status, body)
+
+    def fallback(self, call: PredictCall | None) -> None:
+        self.protocol._to_asgi(self, call)
+
+    def wanted(self) -> bool:
+        return not self.protocol.transport.is_closing()
+
+
 class PredictProtocol(HttpToolsProtocol):
-    """HttpToolsProtocol, plus small POST /predict answered without an ASGI task."""
+    """HttpToolsProtocol, plus small POST /predict answered without scope, cycle or task."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._gate = find_gate(self.app)
-        #: the cycle whose task waits for its whole body (see _start_asgi_task)
-        self._held: tuple[RequestResponseCycle, Any] | None = None
+        #: the URLs of the gate's /predict paths, as they come off the wire (no root_path:
+        #: uvicorn's scope path would then differ from the URL)
+        self._paths = (
+            {path.encode("ascii"): path for path in self._gate.direct}
+            if self._gate is not None and not self.root_path
+            else {}
+        )
+        #: the light request whose body is coming in (on_body, on_message_complete)
+        self._light: _Light | None = None
 
-    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
-        scope = cycle.scope
-        if (
-            cycle is self.cycle
-            and cycle.more_body
-            and scope["method"] == "POST"
+    # uvicorn builds the scope in on_message_begin; a light request never needs one
+    def on_message_begin(self) -> None:
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
+        self._light = None
+
+    def on_headers_complete(self) -> None:
+        path = self._paths.get(self.url)
+        if path is not None and self._takes(path):
+            parser = self.parser
+            version = parser.get_http_version()
+            light = _Light(
+                self, path, self.headers, version, version != "1.0" and parser.should_keep_alive()
+            )
+            self._light = light
+            self.cycle = light  # type: ignore[assignment]
+            return
+        self.scope = scope = self._new_scope()
+        scope["headers"] = self.headers
+        super().on_headers_complete()
+
+    def _takes(self, path: str) -> bool:
+        """A light request: what uvicorn would start a task for at once (nothing before it
+        on this connection, no upgrade, no 100-continue, under limit_concurrency), with a
+        body small enough to hold whole, for a model that runs inline."""
+        parser = self.parser
+        cycle = self.cycle
+        limit = self.limit_concurrency
+        return (
+            (cycle is None or cycle.response_complete)
+            and parser.get_method() == b"POST"
+            and not self.expect_100_continue
+            and not parser.should_upgrade()
+            and (limit is None or (len(self.connections) < limit and len(self.tasks) < limit))
+            and _small_body(self.headers)
             and self._gate is not None
-            and scope["path"] in self._gate.direct
-            and not cycle.waiting_for_100_continue
-            and app is self.app  # not uvicorn's 503 for limit_concurrency
-            and _small_body(scope["headers"])
-        ):
-            self._held = (cycle, app)  # on_message_complete decides
-            return
-        super()._start_asgi_task(cycle, app)
-
-    def on_message_complete(self) -> None:
-        super().on_message_complete()
-        held = self._held
-        if held is None or held[0] is not self.cycle:
-            return
-        self._held = None
-        cycle, app = held
-        if self._gate is None or self.flow.write_paused:
-            super()._start_asgi_task(cycle, app)
-            return
-
-        def reply(status: int, body: bytes) -> None:
-            self._write(cycle, status, body)
-
-        def fallback(request: Any) -> None:
-            if request is not None:
-                cycle.scope["labelbridge.request"] = request  # type: ignore[typeddict-unknown-key]
-            super(PredictProtocol, self)._start_asgi_task(cycle, app)
-
-        transport = self.transport
-        self._gate.take_predict(
-            cycle.scope["path"],
-            cycle.scope["headers"],
-            bytes(cycle.body),
-            reply,
-            fallback,
-            lambda: not transport.is_closing(),
+            and self._gate.answers_inline(path)
         )
 
-    def _write(self, cycle: RequestResponseCycle, status: int, body: bytes) -> None:
-        """The whole response in one write, as uvicorn's send() would have framed it."""
-        parts = [STATUS_LINE[status]]
-        for name, value in cycle.default_headers:
-            parts += [name, b": ", value, b"\r\n"]
-        parts += [_JSON_TYPE, str(len(body)).encode(), b"\r\n"]
-        if not cycle.keep_alive:
-            parts.append(b"connection: close\r\n")
-        parts += [b"\r\n", body]
-        cycle.response_started = cycle.response_complete = True
-        cycle.waiting_for_100_continue = False
-        if self.transport.is_closing():  # the client left while its call was queued
+    def _new_scope(self) -> Any:
+        """A new scope, built by uvicorn's own on_message_begin; the state that method resets
+        (the request being parsed now, maybe another than the one the scope is for) is kept."""
+        kept = self.url, self.headers, self.expect_100_continue, self.scope
+        HttpToolsProtocol.on_message_begin(self)
+        scope = self.scope
+        self.url, self.headers, self.expect_100_continue, self.scope = kept
+        return scope
+
+    def on_body(self, body: bytes) -> None:
+        light = self._light
+        if light is None:
+            super().on_body(body)
+        else:
+            light.body += body
+
+    def on_message_complete(self) -> None:
+        light = self._light
+        if light is None:
+            super().on_message_complete()
             return
-        self.transport.write(b"".join(parts))
-        cycle.message_event.set()
-        if not cycle.keep_alive:
-            self.transport.close()
+        self._light = None
+        gate = self._gate
+        if gate is None or self.flow.write_paused:
+            self._to_asgi(light, None)
+        else:
+            gate.take_predict(light.path, light.headers, bytes(light.body), light)
+
+    def _reply(self, light: _Light, status: int, body: bytes) -> None:
+        """The whole response in one write, as uvicorn's send() would have framed it."""
+        light.response_complete = True
+        transport = self.transport
+        if transport.is_closing():  # the client left while its call was queued
+            return
+        head = _head(self.server_state.default_headers, status)
+        if light.keep_alive:
+            transport.write(b"%s%d\r\n\r\n%s" % (head, len(body), body))
+        else:
+            transport.write(b"%s%d\r\nconnection: close\r\n\r\n%s" % (head, len(body), body))
+            transport.close()
         self.on_response_complete()
+
+    def _to_asgi(self, light: _Light, call: PredictCall | None) -> None:
+        """The held request the ASGI way after all, with its scope and cycle made now."""
+        scope = self._new_scope()
+        scope["method"] = "POST"
+        if light.http_version != "1.1":
+            scope["http_version"] = light.http_version
+        scope["path"] = light.path
+        scope["raw_path"] = light.path.encode("ascii")
+        scope["query_string"] = b""
+        scope["headers"] = light.headers
+        if call is not None:
+            scope["labelbridge.request"] = call
+        cycle = RequestResponseCycle(
+            scope=scope,
+            transport=self.transport,
+            flow=self.flow,
+            logger=self.logger,
+            access_logger=self.access_logger,
+            access_log=self.access_log,
+            default_headers=self.server_state.default_headers,
+            message_event=asyncio.Event(),
+            expect_100_continue=False,
+            keep_alive=light.keep_alive,
+            on_response=self.on_response_complete,
+        )
+        cycle.body = light.body
+        cycle.more_body = False
+        cycle.message_event.set()  # the body is in: receive() must not wait for it
+        cycle.disconnected = light.disconnected
+        light.response_complete = True  # answered by the cycle from here on
+        if self.cycle is light:
+            self.cycle = cycle
+        super()._start_asgi_task(cycle, self.app)
+
+
+#: (default headers, status) -> status line, default headers and content-type, up to the
+#: length; uvicorn swaps in a new default-headers list (the date) once a second
+_heads: dict[int, bytes] = {}
+_heads_for: list[Any] = [None]
+
+
+def _head(default_headers: list[tuple[bytes, bytes]], status: int) -> bytes:
+    if _heads_for[0] is not default_headers:
+        _heads.clear()
+        _heads_for[0] = default_headers
+    head = _heads.get(status)
+    if head is None:
+        parts = [STATUS_LINE[status]]
+        for name, value in default_headers:
+            parts += [name, b": ", value, b"\r\n"]
+        parts.append(_JSON_TYPE)
+        head = _heads[status] = b"".join(parts)
+    return head
 
 
 def _small_body(headers: Iterable[tuple[bytes, bytes]]) -> bool:

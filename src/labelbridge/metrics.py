@@ -139,6 +139,34 @@ class Metrics:
 
         return observe
 
+    def timed(
+        self,
+        histogram: tuple[str, str, dict[str, str]],
+        counter: tuple[str, str, dict[str, str]],
+    ) -> Callable[[float, float], None]:
+        """`record(seconds, amount)`: one series of a histogram and one of a counter updated
+        together, under one lock (each answered request updates such a pair; bound here,
+        created at 0 now). Both given as (name, help, labels)."""
+        hist_key = tuple(sorted(histogram[2].items()))
+        count_key = tuple(sorted(counter[2].items()))
+        with self._lock:
+            self._declare(histogram[0], "histogram", histogram[1])
+            self._declare(counter[0], "counter", counter[1])
+            series = self._hist[histogram[0]].setdefault(hist_key, [0.0] * (len(_BUCKETS) + 2))
+            counts = self._counters[counter[0]]
+            counts.setdefault(count_key, 0.0)
+            self.version += 1
+
+        def record(seconds: float, amount: float) -> None:
+            slot = bisect.bisect_left(_BUCKETS, seconds)
+            with self._lock:
+                series[slot] += 1
+                series[-1] += seconds
+                counts[count_key] += amount
+                self.version += 1
+
+        return record
+
     def value(self, name: str, **labels: str) -> float:
         key = tuple(sorted(labels.items()))
         with self._lock:

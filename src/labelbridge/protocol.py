@@ -12,7 +12,7 @@ import math
 import re
 from datetime import datetime
 from enum import Enum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import (
     AfterValidator,
@@ -32,6 +32,7 @@ __all__ = [
     "JobState",
     "JobStatusRequest",
     "JobStatusResponse",
+    "PredictCall",
     "PredictParams",
     "PredictRequest",
     "PredictResponse",
@@ -164,6 +165,70 @@ class PredictRequest(_In):
     label_config: str | None = None
     model_version: str | None = None
     params: PredictParams | None = None
+
+
+class PredictCall(NamedTuple):
+    """A /predict request as the server uses it: its params as a plain dict. Made from a
+    PredictRequest (`of`), or by `from_json` straight from the parsed body when it has the
+    usual shape: on a one-task /predict, model validation cost more than the rest of the
+    request's parsing (bench/NOTES.md item 28)."""
+
+    tasks: list[dict[str, Any]]
+    project: str | int | None
+    label_config: str | None
+    params: dict[str, Any]
+
+    @classmethod
+    def of(cls, request: PredictRequest) -> PredictCall:
+        params = request.params
+        return cls(
+            request.tasks,
+            request.project,
+            request.label_config,
+            {} if params is None else {**params.__dict__, **(params.__pydantic_extra__ or {})},
+        )
+
+    @classmethod
+    def from_json(cls, data: Any) -> PredictCall | None:
+        """The call, if `data` is a body PredictRequest would accept as it is; None for any
+        other shape (PredictRequest then validates it, and its error names the field)."""
+        if type(data) is not dict:
+            return None
+        tasks = data.get("tasks")
+        project = data.get("project")
+        config = data.get("label_config")
+        version = data.get("model_version")
+        params = data.get("params")
+        if (
+            type(tasks) is not list
+            or not (project is None or type(project) is str or type(project) is int)
+            or not (config is None or type(config) is str)
+            or not (version is None or type(version) is str)
+        ):
+            return None
+        for task in tasks:
+            if type(task) is not dict or type(task.get("data")) is not dict:
+                return None
+        if params is None:
+            return cls(tasks, project, config, {})
+        if type(params) is not dict:
+            return None
+        login, password, context = (
+            params.get("login"),
+            params.get("password"),
+            params.get("context"),
+        )
+        if (
+            not (login is None or type(login) is str)
+            or not (password is None or type(password) is str)
+            or not (context is None or type(context) is dict)
+        ):
+            return None
+        return cls(tasks, project, config, {**_NO_PARAMS, **params})
+
+
+#: PredictParams' declared fields, first in its dict as in the model's
+_NO_PARAMS: dict[str, Any] = {"login": None, "password": None, "context": None}
 
 
 class ResultItem(_Open):

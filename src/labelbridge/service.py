@@ -40,7 +40,7 @@ from labelbridge.protocol import (
     DuplicateModelRequest,
     HealthResponse,
     JobStatusResponse,
-    PredictParams,
+    PredictCall,
     PredictRequest,
     PrelabelRequest,
     PrelabelResponse,
@@ -75,20 +75,25 @@ _CONFIGS_KEPT = 64
 
 
 def _project_or_error(value: Any, field: str = "project") -> str:
+    known = _PROJECT_IDS.get(value) if type(value) is str or type(value) is int else None
+    if known is not None:
+        return known
     try:
         project = parse_project_id(value)
     except ValueError as exc:
         raise BadRequest(str(exc), field=field) from exc
     if project is None:
         raise BadRequest(f"{field} is required", field=field)
+    if type(value) is str or type(value) is int:
+        if len(_PROJECT_IDS) >= 4096:
+            _PROJECT_IDS.clear()
+        _PROJECT_IDS[value] = project
     return project
 
 
-def _params_dict(params: PredictParams | None) -> dict[str, Any]:
-    """`params.model_dump()` at a tenth of the cost: its fields hold plain JSON values."""
-    if params is None:
-        return {}
-    return {**params.__dict__, **(params.__pydantic_extra__ or {})}
+#: project ids as sent ("1.1795540744", 1) -> as stored: every /predict names one, and its
+#: regular expression cost more than the dict look-up
+_PROJECT_IDS: dict[str | int, str] = {}
 
 
 class Backend:
@@ -105,6 +110,8 @@ class Backend:
         queue: JobQueue | None = None,
     ) -> None:
         self.model_cls = model_cls
+        #: the version name before any training
+        self._v0 = f"{model_cls.version_prefix()}-v0"
         self.settings = settings
         self.model_ref = model_ref
         self.backend_dir = backend_dir
@@ -122,7 +129,7 @@ class Backend:
         #: parsed configs by their text: /predict sends the config with every request
         self._configs: OrderedDict[str, LabelConfig] = OrderedDict()
         self.inline = InlineCost(settings.inline_predict_ms)
-        self._predict_metrics: tuple[Callable[[float], None], Callable[[float], None]] | None = None
+        self._predict_metrics: Callable[[float, float], None] | None = None
         self._state_lock = threading.Lock()
         self._annotation_events: dict[str, int] = {}
         self._started = False
@@ -253,7 +260,7 @@ class Backend:
         return LabelConfig.parse(text, max_bytes=self.settings.max_label_config_bytes)
 
     def current_version(self, project: str) -> str:
-        return self.store.current_name(project) or f"{self.model_cls.version_prefix()}-v0"
+        return self.store.current_name(project) or self._v0
 
     def setup(self, request: SetupRequest) -> SetupResponse:
         if self.model_state == "failed":
@@ -314,7 +321,7 @@ class Backend:
             if not known:
                 return None
         if current is None:
-            return f"{self.model_cls.version_prefix()}-v0", None
+            return self._v0, None
         key = (project, current)
         with self._state_lock:
             cached = self._states.get(key)
@@ -337,17 +344,18 @@ class Backend:
                 while len(self._states) > 16:
                     self._states.popitem(last=False)
             return entry
-        return f"{self.model_cls.version_prefix()}-v0", None
+        return self._v0, None
 
     def predict(
-        self, request: PredictRequest, *, dropped: list[Any] | None = None
+        self, request: PredictRequest | PredictCall, *, dropped: list[Any] | None = None
     ) -> dict[str, Any]:
         """`dropped` collects the invalid items left out (labelbridge prelabel counts them)."""
-        prepared = self._prepare(request, block=True)
+        call = request if isinstance(request, PredictCall) else PredictCall.of(request)
+        prepared = self._prepare(call, block=True)
         assert prepared is not None  # block=True never gives up
-        return self._call(*prepared, request.tasks, dropped=dropped, inline=False)
+        return self._call(*prepared, call.tasks, dropped=dropped, inline=False)
 
-    def predict_nowait(self, request: PredictRequest) -> dict[str, Any] | None:
+    def predict_nowait(self, request: PredictCall) -> dict[str, Any] | None:
         """The answer of predict(), made on the caller's thread (the event loop) if the model
         is fast (see labelbridge._inline) and nothing on the way needs I/O or a model.load();
         else None, and the caller uses predict() in a pool thread."""
@@ -369,7 +377,7 @@ class Backend:
             raise
 
     def _prepare(
-        self, request: PredictRequest, *, block: bool
+        self, request: PredictCall, *, block: bool
     ) -> tuple[Model, PredictContext, LabelConfig] | None:
         """Checks, project record, config and loaded version: what predict() is called with."""
         tasks = request.tasks
@@ -410,7 +418,7 @@ class Backend:
         if model is None or served is None:
             return None
         version, state = served
-        params = _params_dict(request.params)
+        params = request.params
         context = PredictContext(
             project=project,
             label_config=config,
@@ -442,36 +450,32 @@ class Backend:
         """The model's predict(), then its answer normalized and checked against the config."""
         version = context.model_version
         cost = self.inline
-        sample = cost.samples_cpu(inline, len(tasks))
+        count = len(tasks)
+        sample = cost.samples_cpu(inline, count)
         ticket = None if inline else cost.pool_enter()
-        began, cpu = time.perf_counter(), time.thread_time() if sample else 0.0
-
-        def record() -> None:
+        began = time.perf_counter()
+        cpu = time.thread_time() if sample else 0.0
+        try:
+            try:
+                raw = model.predict(tasks, context)
+            except LabelBridgeError:
+                raise
+            except Exception as exc:
+                raise ModelError(
+                    f"predict() raised {type(exc).__name__}: {exc}",
+                    traceback=traceback.format_exc() if self.settings.debug else None,
+                ) from exc
+            took = time.perf_counter() - began
+            return self._checked(raw, tasks, config, version, took, dropped)
+        finally:
+            # the whole call (checking a large answer costs too), as it holds up the loop
             cost.record(
                 time.perf_counter() - began,
-                len(tasks),
+                count,
                 inline=inline,
                 cpu_seconds=time.thread_time() - cpu if sample else None,
                 alone=ticket is None or cost.pool_alone(ticket),
             )
-
-        try:
-            raw = model.predict(tasks, context)
-        except LabelBridgeError:
-            record()
-            raise
-        except Exception as exc:
-            record()
-            raise ModelError(
-                f"predict() raised {type(exc).__name__}: {exc}",
-                traceback=traceback.format_exc() if self.settings.debug else None,
-            ) from exc
-        took = time.perf_counter() - began
-        try:
-            return self._checked(raw, tasks, config, version, took, dropped)
-        finally:
-            # the whole call (checking a large answer costs too), as it holds up the loop
-            record()
 
     def _checked(
         self,
@@ -483,16 +487,17 @@ class Backend:
         dropped: list[Any] | None,
     ) -> dict[str, Any]:
         """predict()'s answer normalized, checked against the config, counted."""
-        if self._predict_metrics is None:
-            self._predict_metrics = (
-                self.metrics.histogram(
-                    "labelbridge_predict_seconds", "Time in the model's predict()."
-                ),
-                self.metrics.counter("labelbridge_predictions_total", "Tasks predicted."),
+        record = self._predict_metrics
+        if record is None:
+            record = self._predict_metrics = self.metrics.timed(
+                ("labelbridge_predict_seconds", "Time in the model's predict().", {}),
+                ("labelbridge_predictions_total", "Tasks predicted.", {}),
             )
-        observe, count = self._predict_metrics
-        observe(took)
-        predictions = self._normalize(raw, len(tasks), version)
+        try:
+            predictions = self._normalize(raw, len(tasks), version)
+        except BaseException:
+            record(took, 0.0)  # its time, but no tasks predicted
+            raise
         task_ids = [task.get("id") for task in tasks]
         clean, problems = split_valid(config, predictions, task_ids)
         if dropped is not None:
@@ -505,6 +510,7 @@ class Backend:
             )
             if self.settings.debug:
                 lines = [str(p) for p in problems[:20]]
+                record(took, 0.0)
                 raise InvalidPrediction(
                     f"{len(problems)} predicted result(s) do not match the labeling config: "
                     + "; ".join(lines),
@@ -512,7 +518,7 @@ class Backend:
                 )
             for problem in problems[:20]:
                 log.warning("dropped invalid prediction: %s", problem)
-        count(len(tasks))
+        record(took, len(tasks))
         return {"results": clean, "model_version": version}
 
     def _normalize(self, raw: Any, count: int, version: str) -> list[Any]:

@@ -18,7 +18,6 @@ What the JSON holds, and where it comes from:
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections import deque
 from importlib import resources
@@ -50,27 +49,21 @@ _LOG_LINES = 200
 
 
 class RequestRing:
-    """The last requests this process answered; appended by the middleware, O(1)."""
+    """The last requests this process answered; appended by the gate on every request, so
+    an entry is a bare tuple (deque.append is atomic) and made readable only when asked."""
 
     def __init__(self, size: int = 200) -> None:
-        self._items: deque[dict[str, Any]] = deque(maxlen=size)
-        self._lock = threading.Lock()
+        self._items: deque[tuple[float, str, str, int, float]] = deque(maxlen=size)
 
     def add(self, method: str, path: str, status: int, seconds: float) -> None:
-        entry = {
-            "time": time.time(),
-            "method": method,
-            "path": path,
-            "status": status,
-            "ms": round(seconds * 1000, 2),
-        }
-        with self._lock:
-            self._items.append(entry)
+        self._items.append((time.time(), method, path, status, seconds))
 
     def items(self) -> list[dict[str, Any]]:
         """Newest first."""
-        with self._lock:
-            return list(reversed(self._items))
+        return [
+            {"time": at, "method": method, "path": path, "status": status, "ms": round(s * 1000, 2)}
+            for at, method, path, status, s in reversed(list(self._items))
+        ]
 
 
 def tail(path: Path, lines: int = _LOG_LINES, *, max_bytes: int = 256 * 1024) -> list[str]:

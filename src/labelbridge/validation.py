@@ -175,10 +175,15 @@ def _check_result(
     relations: list[int] = []
     region_ids: set[Any] = set()
     for index, item in enumerate(result):
-        if isinstance(item, dict) and item.get("type") == "relation":
-            relations.append(index)
-            continue
-        _check_item(config, item, issues)
+        if type(item) is dict:
+            rtype = item.get("type")
+            if rtype == "relation":
+                relations.append(index)
+                continue
+            if not (rtype == "choices" and _plain_choices(config, item)):
+                _check_item(config, item, issues)
+        else:
+            _check_item(config, item, issues)
         if not issues:
             region_id = item.get("id")
             if isinstance(region_id, (str, int)) and not isinstance(region_id, bool):
@@ -202,6 +207,41 @@ def _check_result(
 
 
 # --- one item -----------------------------------------------------------------------------
+def _plain_choices(config: LabelConfig, item: dict[str, Any]) -> bool:
+    """True for a valid Choices item of the usual shape (what every text classifier returns),
+    checked in one go; False for anything else, which _check_item then checks in full and
+    says what is wrong. A shortcut only: it never finds an item valid that _check_item would
+    not (tests/test_validation.py holds it to that)."""
+    from_name = item.get("from_name")
+    to_name = item.get("to_name")
+    value = item.get("value")
+    score = item.get("score")
+    if (
+        type(from_name) is not str
+        or type(to_name) is not str
+        or type(value) is not dict
+        or item.get("type") != "choices"
+    ):
+        return False
+    control = config.controls.get(from_name)
+    if (
+        control is None
+        or control.type != "choices"
+        or to_name not in control.to_name
+        or to_name not in config.objects
+        or not (score is None or (type(score) is float and math.isfinite(score)))
+        or control.attrs.get("allowNested") == "true"
+    ):
+        return False
+    choices = value.get("choices")
+    if type(choices) is not list or not choices or (len(choices) > 1 and not control.multiple):
+        return False
+    if control.dynamic_labels:
+        return all(type(choice) is str for choice in choices)
+    allowed = control.label_set
+    return all(type(choice) is str and choice in allowed for choice in choices)
+
+
 def _check_item(config: LabelConfig, item: Any, issues: Issues) -> None:
     if not isinstance(item, dict):
         issues.append(("", f"must be an object, got {_show(item)}"))
