@@ -54,6 +54,32 @@ def test_a_cheap_batch_rate_does_not_make_slow_single_calls_inline() -> None:
     assert not cost.allows(1)
 
 
+def test_a_model_measured_in_batches_only_is_likely_inline_before_its_size_is_known() -> None:
+    """labelbridge._http holds a request for the inline path from its headers alone."""
+    cost = InlineCost(2.0)
+    assert not cost.likely()  # nothing measured
+    cost.record(0.010, 100, inline=False)  # batches only: 0.1 ms per task
+    assert cost.likely() and not cost.allows(1) and cost.allows(10)
+    slow = InlineCost(2.0)
+    slow.record(0.500, 100, inline=False)  # 5 ms per task: no batch size fits
+    assert not slow.likely()
+    waits = InlineCost(2.0)
+    waits.record(0.001, 1, inline=False, cpu_seconds=0.000_01)  # a call that mostly waits
+    assert not waits.likely()
+
+
+def test_a_paused_model_is_not_likely_inline(now: list[float]) -> None:
+    cost = InlineCost(2.0)
+    cost.record(0.000_100, 1, inline=True)
+    assert cost.likely()
+    cost.record(0.100, 1, inline=True)  # a surprise: inline pauses
+    assert not cost.likely()
+    now[0] += _inline.FIRST_PAUSE + 1
+    for _ in range(30):
+        cost.record(0.000_100, 1, inline=False)
+    assert cost.likely()
+
+
 @pytest.fixture
 def now(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """time.monotonic() as _inline sees it, moved by the test: now[0]."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import math
 from pathlib import Path
@@ -624,10 +625,19 @@ def test_split_valid_gives_the_same_answer_with_and_without_the_shortcut(
 ) -> None:
     from labelbridge import validation
 
-    predictions = [{"result": [item], "score": 0.5} for item in _choice_items()]
+    items = _choice_items()
+    predictions: list[Any] = [{"result": [item], "score": 0.5} for item in items]
+    good = {"result": [items[0]], "score": 0.5, "model_version": "v1"}
+    for key, value in itertools.product(
+        ["result", "score", "model_version"], [None, 2.0, -0.1, math.inf, 1, "v", [], {}]
+    ):
+        predictions.append({**good, key: value})
+    predictions += [good, [good, {**good, "score": 3.0}], None, [], {"result": items[:9]}]
     ids = list(range(len(predictions)))
     fast = split_valid(CONFIG, copy.deepcopy(predictions), ids)
+    assert validation._plain_prediction(CONFIG, good)
     monkeypatch.setattr(validation, "_plain_choices", lambda config, item: False)
+    monkeypatch.setattr(validation, "_plain_prediction", lambda config, prediction: False)
     full = split_valid(CONFIG, copy.deepcopy(predictions), ids)
     assert [str(p) for p in fast[1]] == [str(p) for p in full[1]]
     assert fast[0] == full[0]

@@ -336,7 +336,7 @@ class Gate:
         """Whether a POST to `path` is for a model that runs inline now: labelbridge._http
         then holds the request for take_predict instead of starting an ASGI task."""
         backend = self.direct.get(path)
-        return backend is not None and self.inline and not self.debug and backend.inline.allows(1)
+        return backend is not None and self.inline and not self.debug and backend.inline.likely()
 
     def take_predict(
         self, path: str, headers: Iterable[tuple[bytes, bytes]], raw: bytes, to: Responder

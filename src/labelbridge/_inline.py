@@ -122,6 +122,17 @@ class InlineCost:
             return False
         return not self.paused_until or time.monotonic() >= self.paused_until
 
+    def likely(self) -> bool:
+        """Whether some call (one task, or a batch of a size measured inline) may run inline
+        now: before the number of tasks is known (labelbridge._http, from the headers)."""
+        if self.limit <= 0 or (self.single is None and self.per_task is None):
+            return False
+        if self.cpu_share is not None and self.cpu_share < MIN_CPU_SHARE:
+            return False
+        if min(x for x in (self.single, self.per_task) if x is not None) > self.limit:
+            return False
+        return not self.paused_until or time.monotonic() >= self.paused_until
+
     def disable(self) -> None:
         """Never inline again (a predict() that cannot run on the event loop's thread)."""
         self.limit = 0.0

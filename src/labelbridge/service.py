@@ -96,6 +96,37 @@ def _project_or_error(value: Any, field: str = "project") -> str:
 _PROJECT_IDS: dict[str | int, str] = {}
 
 
+def _mean_score(result: Any) -> float | None:
+    """A prediction's score when predict() gave none: the mean of its items' scores."""
+    if type(result) is not list:
+        return None
+    scores = [
+        r["score"]
+        for r in result
+        if isinstance(r, dict)
+        and isinstance(r.get("score"), (int, float))
+        and not isinstance(r.get("score"), bool)
+    ]
+    return sum(scores) / len(scores) if scores else None
+
+
+class _TaskIds(Sequence[Any]):
+    """The tasks' ids, looked up only when a problem is reported (most answers have none)."""
+
+    __slots__ = ("tasks",)
+
+    def __init__(self, tasks: list[dict[str, Any]]) -> None:
+        self.tasks = tasks
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [task.get("id") for task in self.tasks[index]]
+        return self.tasks[index].get("id")
+
+
 class Backend:
     """One model class served for any number of Label Studio projects."""
 
@@ -498,8 +529,7 @@ class Backend:
         except BaseException:
             record(took, 0.0)  # its time, but no tasks predicted
             raise
-        task_ids = [task.get("id") for task in tasks]
-        clean, problems = split_valid(config, predictions, task_ids)
+        clean, problems = split_valid(config, predictions, _TaskIds(tasks))
         if dropped is not None:
             dropped.extend(problems)
         if problems:
@@ -532,6 +562,13 @@ class Backend:
         return [self._one(item, version) for item in raw]
 
     def _one(self, item: Any, version: str) -> Any:
+        if type(item) is dict and "result" in item:  # the usual shape, first
+            prediction = dict(item)
+            if prediction.get("model_version") is None:
+                prediction["model_version"] = version
+            if prediction.get("score") is None:
+                prediction["score"] = _mean_score(prediction["result"])
+            return prediction
         if item is None:
             return {"result": [], "score": None, "model_version": version}
         if isinstance(item, BaseModel):
@@ -556,14 +593,7 @@ class Backend:
         if prediction.get("model_version") is None:
             prediction["model_version"] = version
         if prediction.get("score") is None:
-            scores = [
-                r["score"]
-                for r in prediction.get("result") or ()
-                if isinstance(r, dict)
-                and isinstance(r.get("score"), (int, float))
-                and not isinstance(r.get("score"), bool)
-            ]
-            prediction["score"] = sum(scores) / len(scores) if scores else None
+            prediction["score"] = _mean_score(prediction.get("result"))
         return prediction
 
     # --- training -----------------------------------------------------------------------

@@ -100,6 +100,9 @@ def split_valid(
     clean: list[Any] = []
     problems: list[Problem] = []
     for index, entry in enumerate(predictions):
+        if type(entry) is dict and _plain_prediction(config, entry):
+            clean.append(entry)
+            continue
         task_id = task_ids[index] if index < len(task_ids) else None
         if isinstance(entry, list):
             fixed = []
@@ -204,6 +207,21 @@ def _check_result(
             )
             issues.clear()
     return bad
+
+
+def _plain_prediction(config: LabelConfig, prediction: dict[str, Any]) -> bool:
+    """True for a valid prediction of plain Choices items (see _plain_choices) with a float
+    score in 0..1 and a string version, checked in one go; False: _check_prediction checks
+    it in full."""
+    score = prediction.get("score")
+    version = prediction.get("model_version")
+    result = prediction.get("result")
+    return (
+        type(result) is list
+        and (score is None or (type(score) is float and 0.0 <= score <= 1.0))
+        and (version is None or type(version) is str)
+        and all(type(item) is dict and _plain_choices(config, item) for item in result)
+    )
 
 
 # --- one item -----------------------------------------------------------------------------
