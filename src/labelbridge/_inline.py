@@ -125,11 +125,12 @@ class InlineCost:
     def likely(self) -> bool:
         """Whether some call (one task, or a batch of a size measured inline) may run inline
         now: before the number of tasks is known (labelbridge._http, from the headers)."""
-        if self.limit <= 0 or (self.single is None and self.per_task is None):
-            return False
+        single, per_task, limit = self.single, self.per_task, self.limit
+        if limit <= 0 or not (
+            (single is not None and single <= limit) or (per_task is not None and per_task <= limit)
+        ):
+            return False  # off, nothing measured, or nothing fits
         if self.cpu_share is not None and self.cpu_share < MIN_CPU_SHARE:
-            return False
-        if min(x for x in (self.single, self.per_task) if x is not None) > self.limit:
             return False
         return not self.paused_until or time.monotonic() >= self.paused_until
 

@@ -216,12 +216,16 @@ def _plain_prediction(config: LabelConfig, prediction: dict[str, Any]) -> bool:
     score = prediction.get("score")
     version = prediction.get("model_version")
     result = prediction.get("result")
-    return (
-        type(result) is list
-        and (score is None or (type(score) is float and 0.0 <= score <= 1.0))
-        and (version is None or type(version) is str)
-        and all(type(item) is dict and _plain_choices(config, item) for item in result)
-    )
+    if (
+        type(result) is not list
+        or not (score is None or (type(score) is float and 0.0 <= score <= 1.0))
+        or not (version is None or type(version) is str)
+    ):
+        return False
+    for item in result:  # noqa: SIM110 (a loop costs less than all() over a generator)
+        if type(item) is not dict or not _plain_choices(config, item):
+            return False
+    return True
 
 
 # --- one item -----------------------------------------------------------------------------
@@ -252,12 +256,18 @@ def _plain_choices(config: LabelConfig, item: dict[str, Any]) -> bool:
     ):
         return False
     choices = value.get("choices")
-    if type(choices) is not list or not choices or (len(choices) > 1 and not control.multiple):
+    if type(choices) is not list or not choices:
         return False
-    if control.dynamic_labels:
-        return all(type(choice) is str for choice in choices)
-    allowed = control.label_set
-    return all(type(choice) is str and choice in allowed for choice in choices)
+    allowed = None if control.dynamic_labels else control.label_set
+    if len(choices) == 1:  # the usual case, without a loop
+        choice = choices[0]
+        return type(choice) is str and (allowed is None or choice in allowed)
+    if not control.multiple:
+        return False
+    for choice in choices:
+        if type(choice) is not str or (allowed is not None and choice not in allowed):
+            return False
+    return True
 
 
 def _check_item(config: LabelConfig, item: Any, issues: Issues) -> None:
