@@ -385,11 +385,10 @@ def test_a_uvicorn_without_the_needed_internals_gets_its_own_protocol(
 
 
 # --- a held request, step by step (a real socket; the gate's answer given by the test) -------
-@contextmanager
-def _held_connection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+def _with_held_connection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, test: Any) -> None:
     """PredictProtocol on one end of a socket pair, in a running loop; the gate's take_predict
     replaced by a list of the requests it was handed, for the test to answer when it likes.
-    Yields a `run(coroutine_function)`: it gets (protocol, client socket, held) in the loop."""
+    `test(protocol, client socket, held)` runs in the loop."""
     from uvicorn.server import ServerState
 
     from labelbridge._http import PredictProtocol
@@ -398,35 +397,32 @@ def _held_connection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
     app = create_app(backend)
     held: list[Any] = []
 
-    def run(test: Any) -> None:
-        async def main() -> None:
-            async with app.router.lifespan_context(app):
-                transport = httpx.ASGITransport(app)
-                async with httpx.AsyncClient(transport=transport, base_url="http://x") as http:
-                    assert (await http.post("/setup", json=SETUP)).status_code == 200
-                    for _ in range(2):  # measured: the model may now run inline
-                        assert (await http.post("/predict", content=_body("w"))).status_code == 200
-                monkeypatch.setattr(
-                    app.gate, "take_predict", lambda path, headers, raw, to: held.append(to)
-                )
-                config = uvicorn.Config(app, http=PredictProtocol, log_level="warning")
-                config.load()
-                state = ServerState()
-                ours, theirs = socket.socketpair()
-                theirs.setblocking(False)
-                loop = asyncio.get_running_loop()
-                _, protocol = await loop.connect_accepted_socket(
-                    lambda: PredictProtocol(config=config, server_state=state, app_state={}), ours
-                )
-                try:
-                    await test(protocol, theirs, held)
-                finally:
-                    theirs.close()
-                    protocol.transport.close()
+    async def main() -> None:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://x") as http:
+                assert (await http.post("/setup", json=SETUP)).status_code == 200
+                for _ in range(2):  # measured: the model may now run inline
+                    assert (await http.post("/predict", content=_body("w"))).status_code == 200
+            monkeypatch.setattr(
+                app.gate, "take_predict", lambda path, headers, raw, to: held.append(to)
+            )
+            config = uvicorn.Config(app, http=PredictProtocol, log_level="warning")
+            config.load()
+            state = ServerState()
+            ours, theirs = socket.socketpair()
+            theirs.setblocking(False)
+            loop = asyncio.get_running_loop()
+            _, protocol = await loop.connect_accepted_socket(
+                lambda: PredictProtocol(config=config, server_state=state, app_state={}), ours
+            )
+            try:
+                await test(protocol, theirs, held)
+            finally:
+                theirs.close()
+                protocol.transport.close()
 
-        asyncio.run(main())
-
-    yield run
+    asyncio.run(main())
 
 
 async def _until(check: Any) -> None:
@@ -435,6 +431,12 @@ async def _until(check: Any) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("never happened")
+
+
+async def _send_one_and_hold(client: socket.socket, held: list[Any]) -> None:
+    """A one-task /predict sent, and held by the server."""
+    await asyncio.get_running_loop().sock_sendall(client, _post("/predict", _body("love")))
+    await _until(lambda: held)
 
 
 async def _read_all(sock: socket.socket) -> bytes:
@@ -472,16 +474,14 @@ def test_a_request_pipelined_behind_a_held_one_waits_for_its_answer(
         assert _choice(second.split(b"\r\n\r\n", 1)[1]) == ["Negative"]
         assert third.startswith(b"200 OK\r\n") and b'"status":"UP"' in third
 
-    with _held_connection(tmp_path, monkeypatch) as run:
-        run(test)
+    _with_held_connection(tmp_path, monkeypatch, test)
 
 
 def test_shutdown_while_a_request_is_held_closes_the_connection_after_its_answer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async def test(protocol: Any, client: socket.socket, held: list[Any]) -> None:
-        await asyncio.get_running_loop().sock_sendall(client, _post("/predict", _body("love")))
-        await _until(lambda: held)
+        await _send_one_and_hold(client, held)
         protocol.shutdown()  # what uvicorn does to every connection when it stops
         assert not protocol.transport.is_closing()  # the held request still gets its answer
         held[0].reply(200, b"{}")
@@ -489,23 +489,20 @@ def test_shutdown_while_a_request_is_held_closes_the_connection_after_its_answer
         assert received.startswith(b"HTTP/1.1 200 OK\r\n") and received.endswith(b"\r\n\r\n{}")
         assert b"\r\nconnection: close\r\n" in received
 
-    with _held_connection(tmp_path, monkeypatch) as run:
-        run(test)
+    _with_held_connection(tmp_path, monkeypatch, test)
 
 
 def test_a_client_that_leaves_while_held_is_not_answered(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async def test(protocol: Any, client: socket.socket, held: list[Any]) -> None:
-        await asyncio.get_running_loop().sock_sendall(client, _post("/predict", _body("love")))
-        await _until(lambda: held)
+        await _send_one_and_hold(client, held)
         client.close()
         await _until(lambda: not held[0].wanted())
         held[0].reply(200, b"{}")  # nothing to write to: no error, nothing counted
         assert protocol.server_state.total_requests == 0
 
-    with _held_connection(tmp_path, monkeypatch) as run:
-        run(test)
+    _with_held_connection(tmp_path, monkeypatch, test)
 
 
 @pytest.mark.parametrize("version", ["1.1", "1.0"])
