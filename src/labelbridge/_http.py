@@ -221,7 +221,7 @@ class PredictProtocol(HttpToolsProtocol):
         transport = self.transport
         if transport.is_closing():  # the client left while its call was queued
             return
-        head = _head(self.server_state.default_headers, status)
+        head = _heads.get(self.server_state.default_headers, status)
         if light.keep_alive:
             transport.write(b"%s%d\r\n\r\n%s" % (head, len(body), body))
         else:
@@ -264,24 +264,29 @@ class PredictProtocol(HttpToolsProtocol):
         super()._start_asgi_task(cycle, self.app)
 
 
-#: (default headers, status) -> status line, default headers and content-type, up to the
-#: length; uvicorn swaps in a new default-headers list (the date) once a second
-_heads: dict[int, bytes] = {}
-_heads_for: list[Any] = [None]
+class _Heads:
+    """Status line, uvicorn's default headers and the content type, up to the length, per
+    status: the same bytes for every answer until uvicorn swaps in a new default-headers list
+    (once a second, for the date)."""
+
+    def __init__(self) -> None:
+        self._for: list[tuple[bytes, bytes]] | None = None
+        self._by_status: dict[int, bytes] = {}
+
+    def get(self, default_headers: list[tuple[bytes, bytes]], status: int) -> bytes:
+        if self._for is not default_headers:
+            self._for, self._by_status = default_headers, {}
+        head = self._by_status.get(status)
+        if head is None:
+            parts = [STATUS_LINE[status]]
+            for name, value in default_headers:
+                parts += [name, b": ", value, b"\r\n"]
+            parts.append(_JSON_TYPE)
+            head = self._by_status[status] = b"".join(parts)
+        return head
 
 
-def _head(default_headers: list[tuple[bytes, bytes]], status: int) -> bytes:
-    if _heads_for[0] is not default_headers:
-        _heads.clear()
-        _heads_for[0] = default_headers
-    head = _heads.get(status)
-    if head is None:
-        parts = [STATUS_LINE[status]]
-        for name, value in default_headers:
-            parts += [name, b": ", value, b"\r\n"]
-        parts.append(_JSON_TYPE)
-        head = _heads[status] = b"".join(parts)
-    return head
+_heads = _Heads()
 
 
 def _small_body(headers: Iterable[tuple[bytes, bytes]]) -> bool:

@@ -106,39 +106,6 @@ class Metrics:
             self.version += 1
 
     # --- bound series: the hot paths (every request) skip the label sorting and declaring
-    def counter(self, name: str, help_text: str, **labels: str) -> Callable[[float], None]:
-        """`inc(amount)` of one series of a counter (created at 0 now)."""
-        key = tuple(sorted(labels.items()))
-        with self._lock:
-            self._declare(name, "counter", help_text)
-            series = self._counters[name]
-            series.setdefault(key, 0.0)
-            self.version += 1
-
-        def inc(amount: float = 1.0) -> None:
-            with self._lock:
-                series[key] += amount
-                self.version += 1
-
-        return inc
-
-    def histogram(self, name: str, help_text: str, **labels: str) -> Callable[[float], None]:
-        """`observe(value)` of one series of a histogram (created empty now)."""
-        key = tuple(sorted(labels.items()))
-        with self._lock:
-            self._declare(name, "histogram", help_text)
-            series = self._hist[name].setdefault(key, [0.0] * (len(_BUCKETS) + 2))
-            self.version += 1
-
-        def observe(value: float) -> None:
-            slot = bisect.bisect_left(_BUCKETS, value)
-            with self._lock:
-                series[slot] += 1
-                series[-1] += value
-                self.version += 1
-
-        return observe
-
     def timed(
         self,
         histogram: tuple[str, str, dict[str, str]],

@@ -8,6 +8,7 @@ cached in memory and persisted in the model store; loaded versions are cached pe
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -75,25 +76,24 @@ _CONFIGS_KEPT = 64
 
 
 def _project_or_error(value: Any, field: str = "project") -> str:
-    known = _PROJECT_IDS.get(value) if type(value) is str or type(value) is int else None
-    if known is not None:
-        return known
     try:
-        project = parse_project_id(value)
+        project = (
+            _project_id(value)
+            if type(value) is str or type(value) is int
+            else parse_project_id(value)
+        )
     except ValueError as exc:
         raise BadRequest(str(exc), field=field) from exc
     if project is None:
         raise BadRequest(f"{field} is required", field=field)
-    if type(value) is str or type(value) is int:
-        if len(_PROJECT_IDS) >= 4096:
-            _PROJECT_IDS.clear()
-        _PROJECT_IDS[value] = project
     return project
 
 
-#: project ids as sent ("1.1795540744", 1) -> as stored: every /predict names one, and its
-#: regular expression cost more than the dict look-up
-_PROJECT_IDS: dict[str | int, str] = {}
+@functools.lru_cache(maxsize=4096, typed=True)
+def _project_id(value: str | int) -> str | None:
+    """parse_project_id of an id as sent ("1.1795540744", 1), remembered: every /predict names
+    one, and its regular expression cost more than this look-up."""
+    return parse_project_id(value)
 
 
 def _mean_score(result: Any) -> float | None:
