@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import contextlib
 import copy
+import gc
 import json
 import os
 import platform
@@ -135,14 +136,23 @@ def timed(method: str, url: str, body: bytes | None = None, timeout: float = 30)
 def timed_json(
     method: str, url: str, body: bytes | None = None, timeout: float = 30
 ) -> tuple[float, Any]:
-    """timed(), and the answer's JSON."""
+    """timed(), and the answer's JSON. This process's garbage collector is off while the
+    request is timed: measured under load (wrk beside it on the client core), a collection in
+    the middle of one request added 20-60 ms to it (bench/NOTES.md item 32), time the server
+    had nothing to do with."""
     headers = {"User-Agent": LS_USER_AGENT}
     if body is not None:
         headers["Content-Type"] = "application/json"
+    collecting = gc.isenabled()
     with httpx.Client(timeout=timeout) as client:
-        began = time.perf_counter()
-        answer = client.request(method, url, content=body, headers=headers)
-        elapsed = time.perf_counter() - began
+        gc.disable()
+        try:
+            began = time.perf_counter()
+            answer = client.request(method, url, content=body, headers=headers)
+            elapsed = time.perf_counter() - began
+        finally:
+            if collecting:
+                gc.enable()
     if answer.status_code >= 300:
         raise RuntimeError(f"{method} {url} answered {answer.status_code}: {answer.text[:300]}")
     return elapsed, answer.json()
